@@ -1,0 +1,105 @@
+"""Find the model and its blocks in a target: a diffusers pipeline, a diffusers model, or any module.
+
+Lookup order for a model: a ``layout=`` given by the user; the registered layout of its exact class
+(``KNOWN_LAYOUTS``); else the one ``nn.ModuleList`` of same-class blocks it holds (ambiguity is an
+error that lists the candidates).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .base import BlockIO, ModelLayout, UnsupportedModelError, get_path, qualname
+from .known import KNOWN_BLOCK_IO, KNOWN_LAYOUTS
+
+__all__ = ["BlockIO", "ModelLayout", "UnsupportedModelError", "Resolved", "resolve", "find_model",
+           "KNOWN_LAYOUTS", "qualname"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A target taken apart: the model that owns the blocks, the blocks (dotted names relative to
+    the model), the scheduler when the target is a pipeline."""
+
+    model: nn.Module
+    layout: ModelLayout
+    blocks: tuple[tuple[str, nn.Module, BlockIO], ...]
+    scheduler: Any = None
+    pipeline: Any = None
+
+
+def _is_pipeline(obj: Any) -> bool:
+    return not isinstance(obj, nn.Module) and isinstance(getattr(obj, "components", None), dict)
+
+
+def find_model(target: Any) -> tuple[nn.Module, Any]:
+    """(model, pipeline or None). A pipeline's model is its ``transformer`` component, else the
+    one component with a registered layout."""
+    if isinstance(target, nn.Module):
+        return target, None
+    if not _is_pipeline(target):
+        raise UnsupportedModelError(
+            f"cachekit.apply needs a diffusers pipeline or a torch.nn.Module, got {type(target).__name__}")
+    transformer = getattr(target, "transformer", None)
+    if isinstance(transformer, nn.Module):
+        return transformer, target
+    mods = {k: v for k, v in target.components.items() if isinstance(v, nn.Module)}
+    known = [k for k, v in mods.items() if qualname(v) in KNOWN_LAYOUTS]
+    if len(known) == 1:
+        return mods[known[0]], target
+    raise UnsupportedModelError(
+        f"{type(target).__name__} has no 'transformer' component; components: {', '.join(mods) or 'none'}")
+
+
+def _candidate_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """ModuleLists of >= 2 modules of one class, not nested inside another such list."""
+    found: list[tuple[str, nn.ModuleList]] = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.ModuleList) or len(mod) < 2:
+            continue
+        if len({type(m) for m in mod}) != 1:
+            continue
+        if any(name.startswith(prev + ".") for prev, _ in found):
+            continue
+        found.append((name, mod))
+    return found
+
+
+def _fallback_layout(model: nn.Module) -> ModelLayout:
+    cands = _candidate_lists(model)
+    if len(cands) == 1:
+        name, lst = cands[0]
+        io = KNOWN_BLOCK_IO.get(qualname(lst[0]))
+        if io is None:
+            first = next(iter(inspect.signature(lst[0].forward).parameters), None)
+            if first is None:
+                raise UnsupportedModelError(f"blocks in {name} of {type(model).__name__} take no arguments")
+            io = BlockIO(streams=(first,))
+        params = inspect.signature(model.forward).parameters
+        return ModelLayout((name,), (io,), "timestep" if "timestep" in params else None)
+    listing = "; ".join(f"{n} ({len(m)} x {type(m[0]).__name__})" for n, m in cands) or "none"
+    raise UnsupportedModelError(
+        f"unsupported model {type(model).__name__}: cannot tell which block list to cache "
+        f"(candidate nn.ModuleLists: {listing}); pass layout=cachekit.ModelLayout(block_lists=(...))")
+
+
+def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
+    model, pipe = find_model(target)
+    layout = layout or KNOWN_LAYOUTS.get(qualname(model)) or _fallback_layout(model)
+    blocks: list[tuple[str, nn.Module, BlockIO]] = []
+    for k, path in enumerate(layout.block_lists):
+        try:
+            lst = get_path(model, path)
+        except AttributeError:
+            raise UnsupportedModelError(f"{type(model).__name__} has no block list {path!r}") from None
+        if not isinstance(lst, (nn.ModuleList, nn.Sequential)):
+            raise UnsupportedModelError(f"{type(model).__name__}.{path} is {type(lst).__name__}, not an nn.ModuleList")
+        blocks += [(f"{path}.{j}", m, layout.io_for(k)) for j, m in enumerate(lst)]
+    if not blocks:
+        raise UnsupportedModelError(f"{type(model).__name__}: the block lists {layout.block_lists} are empty")
+    scheduler = getattr(pipe, "scheduler", None) if pipe is not None else None
+    return Resolved(model, layout, tuple(blocks), scheduler, pipe)

@@ -1,0 +1,40 @@
+"""Registered layouts of the diffusers transformer families and of torch's own layers.
+
+Keys are exact class paths (module + qualname), so a subclass is never matched by accident and
+diffusers is not imported to build the table. Checked against diffusers 0.42.1 sources: the call
+line of each block in the model's forward and the block's return statement.
+"""
+
+from __future__ import annotations
+
+from .base import BlockIO, ModelLayout
+
+_T = "diffusers.models.transformers."
+
+SINGLE = BlockIO(("hidden_states",))
+# Flux / SD3 / QwenImage MMDiT blocks: return (encoder_hidden_states, hidden_states); SD3's last
+# block (context_pre_only) returns None for the text stream.
+TEXT_FIRST = BlockIO(("hidden_states", "encoder_hidden_states"), ("encoder_hidden_states", "hidden_states"))
+# CogVideoX / HunyuanVideo blocks: return (hidden_states, encoder_hidden_states).
+IMAGE_FIRST = BlockIO(("hidden_states", "encoder_hidden_states"), ("hidden_states", "encoder_hidden_states"))
+
+KNOWN_LAYOUTS: dict[str, ModelLayout] = {
+    _T + "dit_transformer_2d.DiTTransformer2DModel": ModelLayout(("transformer_blocks",), (SINGLE,)),
+    _T + "pixart_transformer_2d.PixArtTransformer2DModel": ModelLayout(("transformer_blocks",), (SINGLE,)),
+    _T + "transformer_flux.FluxTransformer2DModel":
+        ModelLayout(("transformer_blocks", "single_transformer_blocks"), (TEXT_FIRST,)),
+    _T + "transformer_sd3.SD3Transformer2DModel": ModelLayout(("transformer_blocks",), (TEXT_FIRST,)),
+    _T + "transformer_qwenimage.QwenImageTransformer2DModel": ModelLayout(("transformer_blocks",), (TEXT_FIRST,)),
+    _T + "transformer_wan.WanTransformer3DModel": ModelLayout(("blocks",), (SINGLE,)),
+    _T + "cogvideox_transformer_3d.CogVideoXTransformer3DModel": ModelLayout(("transformer_blocks",), (IMAGE_FIRST,)),
+    _T + "transformer_ltx.LTXVideoTransformer3DModel": ModelLayout(("transformer_blocks",), (SINGLE,)),
+    _T + "transformer_hunyuan_video.HunyuanVideoTransformer3DModel":
+        ModelLayout(("transformer_blocks", "single_transformer_blocks"), (IMAGE_FIRST,)),
+}
+
+# Blocks recognised inside models with no registered layout (the single-ModuleList fallback).
+KNOWN_BLOCK_IO: dict[str, BlockIO] = {
+    "torch.nn.modules.transformer.TransformerDecoderLayer": BlockIO(("tgt",)),
+    "torch.nn.modules.transformer.TransformerEncoderLayer": BlockIO(("src",)),
+    "diffusers.models.attention.BasicTransformerBlock": SINGLE,
+}

@@ -1,0 +1,93 @@
+"""EasyCache (arXiv 2507.02860): runtime-adaptive reuse, no calibration.
+
+The paper caches the whole-model transformation v - x. cachekit applies the same rule to the block
+stack (x = stack input, v = stack output), so models whose output has another shape than their input
+(DiT/PixArt predict a variance channel too) are covered, and the cheap embedding and output layers
+still run every step.
+
+At a computed step i (previous computed step i'): k = mean|v_i - v_i'| / mean|x_i - x_i'|.
+At a later step t: eps_t = k * mean|x_t - x_{t-1}| / mean|v_i|; E += eps_t; reuse while E < tau,
+else recompute and set E = 0. The first ``warmup`` steps and the last step are always computed; k
+needs two computed steps. The decision is taken on the first (conditional) call of a step and the
+other CFG branch follows it, each branch keeping its own cached residual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import CacheConfig, register_method, spec
+from ..kernels import mean_abs, mean_abs_diff
+from .base import CacheMethod, UnitContext
+
+
+def transformation_rate(output_change: float, input_change: float) -> float:
+    """k = mean|v_i - v_i'| / mean|x_i - x_i'|; inf when the input did not move (any later input
+    change then forces a recompute)."""
+    if input_change == 0.0:
+        return math.inf if output_change > 0.0 else 0.0
+    return output_change / input_change
+
+
+def easycache_compute(step: int, num_steps: int | None, *, threshold: float, warmup: int,
+                      rate: float | None, accumulated: float, input_change: float,
+                      output_scale: float) -> tuple[bool, float]:
+    """Pure decision rule. Returns (recompute?, new accumulated error E).
+
+    Args:
+        rate: transformation rate k, None until two steps were computed.
+        accumulated: E before this step.
+        input_change: mean|x_t - x_{t-1}|.
+        output_scale: mean|v_i| at the last computed step.
+    """
+    if step < warmup or rate is None or (num_steps is not None and step >= num_steps - 1):
+        return True, 0.0
+    if input_change == 0.0:
+        eps = 0.0
+    elif output_scale == 0.0 or math.isinf(rate):
+        eps = math.inf
+    else:
+        eps = rate * input_change / output_scale
+    total = accumulated + eps
+    if total < threshold:
+        return False, total
+    return True, 0.0
+
+
+@dataclass(frozen=True)
+class EasyCacheConfig(CacheConfig):
+    """EasyCache: reuse while the predicted accumulated change stays under ``threshold``.
+
+    Args:
+        threshold: tau, the accumulated relative change allowed before a recompute; 0 = never reuse
+            (bit-exact no-op). Official defaults: Wan2.1 0.05, HunyuanVideo 0.025.
+        warmup: R, the first steps always computed (official: 10 of 50 on Wan2.1, 5 of 50 on
+            HunyuanVideo); at least 2 are needed to know the transformation rate.
+    """
+
+    method = "easycache"
+    threshold: float = spec(0.05, lo=0.0, help="accumulated change allowed before recompute")
+    warmup: int = spec(3, lo=0, help="first steps always recomputed")
+
+
+@register_method(EasyCacheConfig)
+class EasyCache(CacheMethod):
+    def decide(self, ctx: UnitContext) -> bool:
+        st, x = ctx.state, ctx.inputs["hidden_states"]
+        prev = st.get("prev_x")
+        change = mean_abs_diff(x, prev) if prev is not None and prev.shape == x.shape else 0.0
+        st["prev_x"] = x
+        compute, st["E"] = easycache_compute(
+            ctx.step, ctx.num_steps, threshold=self.config.threshold, warmup=self.config.warmup,
+            rate=st.get("k"), accumulated=st.get("E", 0.0), input_change=change,
+            output_scale=st.get("v_scale", 0.0))
+        return compute
+
+    def observe(self, ctx: UnitContext, outputs: dict) -> None:
+        if not ctx.leader:
+            return  # followers reuse the leader's decisions; they need no rate of their own
+        st, x, v = ctx.state, ctx.inputs["hidden_states"], outputs["hidden_states"]
+        if st.get("x_last") is not None and st["x_last"].shape == x.shape:
+            st["k"] = transformation_rate(mean_abs_diff(v, st["v_last"]), mean_abs_diff(x, st["x_last"]))
+        st["x_last"], st["v_last"], st["v_scale"], st["E"] = x, v, mean_abs(v), 0.0

@@ -1,0 +1,230 @@
+"""The hooks of one applied target and the state they share.
+
+``Session.install`` wraps, on instances only: the model's ``forward`` (finds the step and CFG branch
+of each call), each block's ``forward`` (compute or reuse its segment), diffusers'
+``cache_context`` (names the CFG branch) and the scheduler's ``set_timesteps`` (a pipeline call
+starts a new generation and tells the number of steps). ``uninstall`` undoes all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+import torch
+from torch import nn
+
+from ..adapters.base import BlockBinding, BlockIO
+from ..kernels import add_residual, residual
+from ..methods.base import CacheMethod, UnitContext
+from .patches import InstancePatches
+from .state import CacheStats, Generation
+
+SESSION_ATTR = "_cachekit_session"
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    name: str
+    module: nn.Module
+    io: BlockIO
+
+
+def _timestep_value(t: Any) -> float | None:
+    """First element of the timestep as a float: enough to tell steps apart (the pipeline
+    broadcasts one value over the batch)."""
+    if t is None:
+        return None
+    if isinstance(t, torch.Tensor):
+        return float(t.reshape(-1)[0]) if t.numel() else None
+    if isinstance(t, (int, float)):
+        return float(t)
+    return None
+
+
+class Session:
+    def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[BlockRef],
+                 timestep_arg: str | None, scheduler: Any = None) -> None:
+        self.method, self.root, self.blocks = method, root, blocks
+        self.scheduler = scheduler
+        self.block_names = tuple(b.name for b in blocks)
+        self.segments = _check_segments(method.segments(len(blocks)), len(blocks))
+        self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)
+                           for i in range(len(blocks))]
+        self._t_pos, self._t_name = _arg_position(root.forward, timestep_arg)
+        self.gen = Generation(len(blocks))
+        self.previous: Generation | None = None
+        self.call = None  # the model call in progress, if any
+        self.context: Hashable | None = None  # diffusers cache_context name, if set
+        self._patches = InstancePatches()
+
+    # ---- install / uninstall -------------------------------------------------------------
+    def install(self, owners: list[object]) -> None:
+        """Patch instances; on any failure undo what was done and re-raise."""
+        try:
+            for owner in owners:
+                self._patches.set(owner, SESSION_ATTR, self)
+            self._patches.wrap(self.root, "forward", self._model_forward)
+            for i, ref in enumerate(self.blocks):
+                binding = BlockBinding(ref.module.forward, ref.io, ref.name)
+                self._patches.wrap(ref.module, "forward", self._block_impl(i, binding))
+            if callable(getattr(self.root, "cache_context", None)):
+                self._patches.wrap(self.root, "cache_context", self._cache_context)
+            if self.scheduler is not None and callable(getattr(self.scheduler, "set_timesteps", None)):
+                self._patches.wrap(self.scheduler, "set_timesteps", self._set_timesteps)
+        except BaseException:
+            self._patches.undo()
+            raise
+
+    def uninstall(self) -> None:
+        self._patches.undo()
+        self.gen = self.previous = None
+
+    # ---- generations ---------------------------------------------------------------------
+    def reset(self, num_steps: int | None = None) -> None:
+        """Start a new generation; nothing cached before is reused."""
+        if self.gen is not None and self.gen.calls:
+            self.previous = self.gen
+        self.gen = Generation(len(self.blocks), num_steps)
+
+    def stats(self) -> CacheStats:
+        gen = self.gen if self.gen is not None and self.gen.calls else self.previous
+        return CacheStats.from_generation(gen, self.block_names)
+
+    def _set_timesteps(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        result = original(*args, **kwargs)
+        timesteps = getattr(self.scheduler, "timesteps", None)
+        self.reset(len(timesteps) if timesteps is not None else None)
+        return result
+
+    def _cache_context(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        name = args[0] if args else kwargs.get("name")
+
+        @contextlib.contextmanager
+        def named() -> Any:
+            outer, self.context = self.context, name
+            try:
+                with original(*args, **kwargs):
+                    yield
+            finally:
+                self.context = outer
+
+        return named()
+
+    # ---- model forward: which step / branch ---------------------------------------------
+    def _model_forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        if self.call is not None:  # re-entrant call (a model calling itself): run it plainly
+            return original(*args, **kwargs)
+        t = _timestep_value(_get_arg(args, kwargs, self._t_pos, self._t_name))
+        if self.gen.starts_new_generation(t, self.context):
+            self.reset(self.gen.num_steps)
+        self.call = self.gen.begin_call(t, self.context)
+        try:
+            return original(*args, **kwargs)
+        except BaseException:
+            self.gen.failed = True
+            raise
+        finally:
+            self.call = None
+
+    # ---- block forward: compute or reuse --------------------------------------------------
+    def _block_impl(self, i: int, binding: BlockBinding) -> Callable:
+        seg = self.segment_of[i]
+        start, end = self.segments[seg]
+
+        def impl(original: Callable, args: tuple, kwargs: dict) -> Any:
+            call = self.call
+            if call is None:  # block called outside a model forward: not ours to cache
+                return original(*args, **kwargs)
+            if i == start:
+                inputs = binding.streams(args, kwargs)
+                reused = self._begin_segment(call, seg, inputs)
+                if reused is not None:
+                    return binding.build_output({**inputs, **reused})
+            elif not call.seg_compute[seg]:
+                return binding.build_output(binding.streams(args, kwargs))  # inside a reused range
+            result = original(*args, **kwargs)
+            call.computed[i] = True
+            if i == end - 1:
+                self._end_segment(call, seg, binding.parse_output(result))
+            return result
+
+        return impl
+
+    def _begin_segment(self, call: Any, seg: int, inputs: dict) -> dict | None:
+        """Decide for this segment; return the reused output streams, or None to compute."""
+        branch = self.gen.branch(call.branch)
+        ctx = UnitContext(call.step, self.gen.num_steps, seg, call.branch, call.leader, inputs,
+                          branch.scratch)
+        if call.leader:
+            compute = bool(self.method.decide(ctx))
+            self.gen.decisions[seg] = compute
+        else:
+            compute = self.gen.decisions.get(seg, True)
+        cached = branch.residuals.get(seg)
+        if not compute and _reusable(cached, inputs):
+            call.seg_compute[seg] = False
+            return {s: (None if r is None else add_residual(inputs[s], r)) for s, r in cached.items()}
+        call.seg_compute[seg] = True
+        call.seg_inputs[seg] = inputs
+        call.seg_ctx[seg] = ctx
+        return None
+
+    def _end_segment(self, call: Any, seg: int, outputs: dict) -> None:
+        inputs = call.seg_inputs.pop(seg)
+        res: dict[str, torch.Tensor | None] | None = {}
+        for s, out in outputs.items():
+            inp = inputs.get(s)
+            if out is None:
+                res[s] = None
+            elif isinstance(out, torch.Tensor) and isinstance(inp, torch.Tensor) and out.shape == inp.shape:
+                res[s] = residual(out.detach(), inp.detach())
+            else:  # a stream created or reshaped inside the segment: nothing reusable
+                res = None
+                break
+        self.gen.branch(call.branch).residuals[seg] = res
+        self.method.observe(call.seg_ctx.pop(seg), outputs)
+
+
+def _reusable(cached: dict | None, inputs: dict) -> bool:
+    if not cached:
+        return False
+    for s, r in cached.items():
+        if r is None:
+            continue
+        x = inputs.get(s)
+        if not isinstance(x, torch.Tensor) or x.shape != r.shape or x.dtype != r.dtype or x.device != r.device:
+            return False
+    return True
+
+
+def _check_segments(segments: tuple, n: int) -> tuple:
+    pos = 0
+    for a, b in segments:
+        if a != pos or b <= a:
+            raise ValueError(f"method segments {segments} must tile blocks 0..{n} without gaps")
+        pos = b
+    if pos != n:
+        raise ValueError(f"method segments {segments} must end at block {n}")
+    return tuple(segments)
+
+
+def _arg_position(forward: Callable, name: str | None) -> tuple[int | None, str | None]:
+    if name is None:
+        return None, None
+    params = [p for p in inspect.signature(forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in params]
+    return (names.index(name) if name in names else None), name
+
+
+def _get_arg(args: tuple, kwargs: dict, pos: int | None, name: str | None) -> Any:
+    if name is None:
+        return None
+    if name in kwargs:
+        return kwargs[name]
+    if pos is not None and pos < len(args):
+        return args[pos]
+    return None
