@@ -149,7 +149,7 @@ def test_branches_keep_their_own_residual_and_follow_the_leader():
     for step, t in enumerate([4.0, 3.0, 2.0, 1.0]):
         for branch, v in ((0, 1.0), (1, 10.0)):   # cond then uncond, same timestep
             x = torch.full((1, 1), v + step)
-            out.append(float(m(x, torch.tensor(t))))
+            out.append(float(m(x, torch.tensor(t)).detach()))
     # step 2 reuses: cond x=3 -> 3 + 15*2 = 33 ; uncond x=12 -> 12 + 15*11 = 177
     assert out[4:6] == [33.0, 177.0]
     assert out[:4] == [16.0, 160.0, 32.0, 176.0] and out[6:] == [64.0, 208.0]
