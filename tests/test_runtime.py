@@ -228,10 +228,11 @@ def test_exception_in_block_resets_generation():
 
 def test_shape_change_forces_compute():
     m = Toy()
-    cachekit.apply(m, FixedIntervalConfig(interval=10, warmup=1, final_steps=0))
-    m(torch.zeros(2, 3), torch.tensor(3.0))
-    out = m(torch.zeros(4, 3), torch.tensor(2.0))     # cached residual is (2, 3): must compute
-    assert float(out[0, 0]) == 20 and cachekit.stats(m).plan[1].all()
+    cachekit.apply(m, FixedIntervalConfig(interval=10, warmup=0, final_steps=0))
+    run(m, [3.0])
+    assert run(m, [2.0]) == [30] and not cachekit.stats(m).plan[1].any()  # same shape: reused
+    assert run(m, [1.0], x=torch.zeros(4, 3)) == [10]   # cached residual is (2, 3): must compute
+    assert cachekit.stats(m).plan[2].all()
 
 
 def test_easycache_zero_threshold_and_interval_one_are_bit_exact():
