@@ -65,6 +65,9 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
         if _session(obj) is not None:
             raise AlreadyAppliedError(f"cachekit.apply: {type(obj).__name__} already has cachekit hooks; "
                                       f"call cachekit.remove first")
+    if getattr(model, "is_cache_enabled", False) is True:  # diffusers' CacheMixin property
+        raise AlreadyAppliedError(f"cachekit.apply: diffusers' own cache is enabled on {type(model).__name__}; "
+                                  f"call .disable_cache() first (two caches would skip each other's blocks)")
     resolved = resolve(target, layout)
     cfg = _resolve_config(config, type(model).__name__)
     blocks = [BlockRef(name, mod, io) for name, mod, io in resolved.blocks]

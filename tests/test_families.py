@@ -238,3 +238,13 @@ def test_pipeline_apply_then_transformer_apply_refused():
 def test_unsupported_pipeline_object():
     with pytest.raises(cachekit.UnsupportedModelError, match="needs a diffusers pipeline or a torch.nn.Module, got int"):
         cachekit.apply(3)
+
+
+def test_refuses_model_with_diffusers_cache_enabled():
+    from diffusers.hooks import FirstBlockCacheConfig
+    pipe = build("wan")
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    with pytest.raises(cachekit.AlreadyAppliedError, match="diffusers' own cache is enabled on WanTransformer3DModel"):
+        cachekit.apply(pipe)
+    pipe.transformer.disable_cache()
+    cachekit.apply(pipe)
