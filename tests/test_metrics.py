@@ -34,3 +34,30 @@ def test_errors_and_mean():
     with pytest.raises(ValueError, match=r"expected images shaped \(B, C, H, W\)"):
         ssim(torch.zeros(4, 4), torch.zeros(4, 4))
     assert mean_finite([math.inf, 20.0, 30.0]) == 25.0 and mean_finite([math.inf]) == math.inf
+
+
+def moving_square(frames=9, size=32, speed=2, still=False):
+    v = torch.zeros(frames, 1, size, size)
+    for f in range(frames):
+        x = 4 + (0 if still else speed * f)
+        v[f, :, 12:20, x:x + 8] = 1.0
+    return v
+
+
+def test_video_proxies_on_known_motion():
+    from cachekit.metrics import dynamic_degree, flow_magnitudes, motion_smoothness, temporal_flickering
+    still, moving = moving_square(still=True), moving_square()
+    assert temporal_flickering(still) == 1.0 and motion_smoothness(still) == 1.0
+    # a 8-px-tall square moving 2 px/frame changes 2 * 2 * 8 pixels per frame out of 32 * 32
+    assert temporal_flickering(moving) == pytest.approx(1 - 32 / 1024)
+    # frames 0 and 2 cover columns 4-11 and 8-15, their average is 0.5 on 4-7 and 12-15; frame 1
+    # covers 6-13: off by 0.5 on 8 columns x 8 rows -> 32 / 1024
+    assert motion_smoothness(moving) == pytest.approx(1 - 32 / 1024)
+    jitter = moving.clone()
+    jitter[1::2] = torch.roll(jitter[1::2], 3, dims=-1)
+    assert motion_smoothness(jitter) < motion_smoothness(moving)
+    assert not dynamic_degree(still) and dynamic_degree(moving)
+    mags = flow_magnitudes(moving)
+    assert all(0.5 < m < 4 for m in mags)              # about 2 px of motion per frame
+    with pytest.raises(ValueError, match=r"expected one clip shaped \(frames >= 2"):
+        temporal_flickering(torch.zeros(9, 32, 32))
