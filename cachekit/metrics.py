@@ -36,9 +36,10 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> l
     except ImportError:
         raise ImportError("SSIM needs torchmetrics: pip install 'cachekit[bench]'") from None
     p, t = _as_batch(pred).double(), _as_batch(target).double()
-    # Images smaller than the 11-pixel window (8x8 digits) get a window that fits.
+    # Images smaller than the 11-pixel window (8x8 digits) get a window that fits, with sigma
+    # scaled alike (torchmetrics sizes the Gaussian from sigma: 3.5 sigma each side).
     k = min(11, p.shape[-1] - (1 - p.shape[-1] % 2), p.shape[-2] - (1 - p.shape[-2] % 2))
-    vals = _ssim(p, t, data_range=data_range, kernel_size=k, reduction="none")
+    vals = _ssim(p, t, data_range=data_range, kernel_size=k, sigma=1.5 * k / 11, reduction="none")
     return [float(v) for v in vals]
 
 

@@ -1,0 +1,191 @@
+"""Run a workload uncached and cached with identical seeds; time both in the same process.
+
+Speed: one untimed warm-up of each, then ``repeats`` alternating uncached / cached passes, median
+wall time of each (these machines are noisy: a ratio taken in one run is the only fair figure).
+Quality: the cached outputs against the uncached ones, per sample.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import api
+from ..adapters import find_model
+from ..config import CacheConfig
+from ..metrics import (dynamic_degree, mean_finite, motion_smoothness, psnr, ssim, temporal_flickering)
+from .workloads import Workload
+
+__all__ = ["PassResult", "run_pass", "compare", "quality", "environment"]
+
+
+@dataclass
+class PassResult:
+    outputs: torch.Tensor
+    seconds: float
+    computed_fraction: float = 1.0
+    plan: np.ndarray | None = None     # first generation's (calls x blocks) plan
+    steps: np.ndarray | None = None    # step of each call of the first generation
+    latents: list[torch.Tensor] = field(default_factory=list)  # model input per call, first generation
+
+
+def _chunks(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    for name in ("hidden_states", "sample", "x"):
+        if isinstance(kwargs.get(name), torch.Tensor):
+            return kwargs[name]
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a
+    return None
+
+
+def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_size: int,
+             cached: bool, record: bool = False, on_chunk: Callable[[], None] | None = None) -> PassResult:
+    """One pass over all inputs and seeds. ``record`` keeps the model's input latent at every call
+    of the first generation (for the per-step error curve)."""
+    latents: list[torch.Tensor] = []
+    handle = None
+    if record:
+        model, _ = find_model(workload.target)
+        handle = model.register_forward_pre_hook(
+            lambda m, a, k: latents.append(_first_tensor(a, k).detach().float().clone()), with_kwargs=True)
+    outs, computed, total, plan, steps = [], 0, 0, None, None
+    t0 = time.perf_counter()
+    try:
+        for seed in seeds:
+            for chunk in _chunks(list(inputs), batch_size):
+                outs.append(workload.generate(chunk, seed))
+                if handle is not None:
+                    handle.remove()
+                    handle = None
+                if cached:
+                    s = api.stats(workload.target)
+                    computed, total = computed + int(s.plan.sum()), total + s.plan.size
+                    if plan is None:
+                        plan, steps = s.plan, s.steps
+                if on_chunk:
+                    on_chunk()
+    finally:
+        if handle is not None:
+            handle.remove()
+    seconds = time.perf_counter() - t0
+    return PassResult(torch.cat(outs), seconds, computed / total if total else 1.0, plan, steps, latents)
+
+
+def compare(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: Sequence[int],
+            batch_size: int, repeats: int = 3, progress: Any = None) -> dict:
+    """Uncached vs cached: speed, computed fraction, outputs of both, per-step error."""
+    tick = (lambda: progress.update(1)) if progress is not None else None
+
+    def cached_pass(record: bool = False) -> PassResult:
+        api.apply(workload.target, config)
+        try:
+            return run_pass(workload, inputs, seeds, batch_size, True, record, tick)
+        finally:
+            api.remove(workload.target)
+
+    # warm-up (untimed): first calls pay for lazy initialisation and allocator growth
+    first = list(inputs)[:batch_size]
+    workload.generate(first, seeds[0])
+    api.apply(workload.target, config)
+    try:
+        workload.generate(first, seeds[0])
+    finally:
+        api.remove(workload.target)
+    times: dict[str, list[float]] = {"uncached": [], "cached": []}
+    ref = got = None
+    for r in range(max(1, repeats)):
+        u = run_pass(workload, inputs, seeds, batch_size, False, record=r == 0, on_chunk=tick)
+        c = cached_pass(record=r == 0)
+        times["uncached"].append(u.seconds)
+        times["cached"].append(c.seconds)
+        if r == 0:
+            ref, got = u, c   # outputs are deterministic: the first repeat's serve for quality
+    med = {k: statistics.median(v) for k, v in times.items()}
+    per_step = []
+    if ref.latents and len(ref.latents) == len(got.latents):
+        for a, b, step in zip(got.latents, ref.latents, got.steps if got.steps is not None else range(len(ref.latents))):
+            denom = float(b.abs().mean()) or 1.0
+            per_step.append({"call": len(per_step), "step": int(step), "rel_l1": float((a - b).abs().mean()) / denom})
+    return {
+        "ref": ref, "cached": got,
+        "speed": {
+            "uncached_s": med["uncached"], "cached_s": med["cached"],
+            "speedup": med["uncached"] / med["cached"],
+            "computed_fraction": got.computed_fraction,
+            "ideal_speedup": 1 / got.computed_fraction if got.computed_fraction else math.inf,
+            "repeats": repeats, "times_s": times,
+        },
+        "per_step_error": per_step,
+    }
+
+
+def quality(kind: str, cached: torch.Tensor, ref: torch.Tensor) -> dict:
+    """PSNR / SSIM of cached against uncached; for video per frame, plus VBench-style proxies."""
+    if kind == "video":
+        n, f = ref.shape[:2]
+        p = psnr(cached.flatten(0, 1), ref.flatten(0, 1))
+        s = ssim(cached.flatten(0, 1), ref.flatten(0, 1))
+        per_clip_p = [mean_finite(p[i * f:(i + 1) * f]) for i in range(n)]
+        per_clip_s = [float(np.mean(s[i * f:(i + 1) * f])) for i in range(n)]
+        proxies = {}
+        for label, vids in (("uncached", ref), ("cached", cached)):
+            proxies[label] = {
+                "temporal_flickering": float(np.mean([temporal_flickering(v) for v in vids])),
+                "motion_smoothness": float(np.mean([motion_smoothness(v) for v in vids])),
+                "dynamic_degree": float(np.mean([dynamic_degree(v) for v in vids])),
+            }
+        proxies["difference"] = {k: proxies["cached"][k] - proxies["uncached"][k] for k in proxies["cached"]}
+        out = {"psnr": per_clip_p, "ssim": per_clip_s, "psnr_per_frame": p, "ssim_per_frame": s, "vbench_proxies": proxies}
+    else:
+        out = {"psnr": psnr(cached, ref), "ssim": ssim(cached, ref)}
+    out["psnr_mean"] = mean_finite(out["psnr"])
+    out["ssim_mean"] = float(np.mean(out["ssim"]))
+    out.update(_lpips(kind, cached, ref))
+    return out
+
+
+def _lpips(kind: str, cached: torch.Tensor, ref: torch.Tensor) -> dict:
+    """LPIPS only with the [lpips] extra AND its backbone weights on disk: never a random backbone."""
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        return {"lpips": None, "lpips_skipped": "the [lpips] extra is not installed"}
+    hub = torch.hub.get_dir()
+    ckpt = f"{hub}/checkpoints/alexnet-owt-7be5be79.pth"
+    import os
+    if not os.path.exists(ckpt):
+        return {"lpips": None, "lpips_skipped": f"AlexNet backbone weights not found at {ckpt} (no downloads here)"}
+    import lpips as _lp
+    net = _lp.LPIPS(net="alex", verbose=False).eval()
+    a, b = (cached.flatten(0, 1), ref.flatten(0, 1)) if kind == "video" else (cached, ref)
+    if a.shape[1] == 1:
+        a, b = a.repeat(1, 3, 1, 1), b.repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        d = net(a * 2 - 1, b * 2 - 1).flatten()
+    return {"lpips": float(d.mean()), "lpips_skipped": None}
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("cachekit", "diffusers", "transformers", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return {"versions": versions, "device": device, "command": " ".join(["cachekit", *sys.argv[1:]])}
