@@ -1,4 +1,4 @@
-"""The ``cachekit`` command: demo, eval.
+"""The ``cachekit`` command: demo, eval, sweep, tune.
 
 Every command has ``--help``; bad input exits with status 2 and one line on stderr naming it.
 """
@@ -6,6 +6,7 @@ Every command has ``--help``; bad input exits with status 2 and one line on stde
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -67,21 +68,75 @@ def config_from_args(args: argparse.Namespace, default_recipe: str | None = None
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, load_workload, read_inputs
+    from .evaluation import evaluate, load_workload
 
     workload = load_workload(args.model, args.steps)
     config = config_from_args(args, default_recipe=None if args.recipe or args.method else _recipe_for(workload))
-    if args.prompts and args.labels:
-        raise CLIError("give --prompts or --labels, not both")
-    inputs = read_inputs(args.prompts) if args.prompts else args.labels or workload.default_inputs
-    if not inputs:
-        raise CLIError("no inputs: give --prompts FILE or --labels 0,1,...")
-    rep = evaluate(workload, config, inputs, args.seeds, batch_size=args.batch_size, repeats=args.repeats,
-                   out_dir=args.out, progress=not args.quiet)
+    rep = evaluate(workload, config, _inputs(args, "", workload), args.seeds, batch_size=args.batch_size, repeats=args.repeats,
+                   out_dir=args.out, progress=not args.quiet, command=args.command_line)
     from .evaluation.report import markdown
 
     print(markdown(rep))
     print(f"wrote {args.out}/report.json, report.md and PNGs")
+    return 0
+
+
+def _inputs(args: argparse.Namespace, prefix: str, workload: Any, fallback: Any = None) -> list:
+    from .evaluation import read_inputs
+
+    prompts, labels = getattr(args, f"{prefix}prompts"), getattr(args, f"{prefix}labels")
+    if prompts and labels:
+        raise CLIError(f"give --{prefix.replace('_', '-')}prompts or --{prefix.replace('_', '-')}labels, not both")
+    inputs = read_inputs(prompts) if prompts else labels or fallback or workload.default_inputs
+    if not inputs:
+        raise CLIError("no inputs: give a prompts file or class labels")
+    return list(inputs)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .evaluation import load_workload
+    from .evaluation.sweep import grid_configs, sweep
+
+    if not args.grids:
+        raise CLIError("give at least one --method NAME followed by --SETTING lo:hi:n|a,b,c")
+    configs = [c for method, specs in args.grids for c in grid_configs(method, specs)]
+    workload = load_workload(args.model, args.steps)
+    rep = sweep(workload, configs, _inputs(args, "", workload), args.seeds, batch_size=args.batch_size,
+                repeats=args.repeats, out_dir=args.out, progress=not args.quiet,
+                command=args.command_line)
+    from .evaluation.sweep import markdown
+
+    print(markdown(rep))
+    print(f"wrote {args.out}/sweep.json, sweep.md, pareto.png")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .evaluation import load_workload
+    from .evaluation.tune import SEARCH_SPACES, TuneFailed, tune
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in SEARCH_SPACES]
+    if unknown:
+        raise CLIError(f"cannot tune method {unknown[0]!r}; tunable: {', '.join(SEARCH_SPACES)}")
+    if args.target_psnr is None and args.max_ssim_drop is None:
+        raise CLIError("give a quality target: --target-psnr DB and/or --max-ssim-drop X")
+    workload = load_workload(args.model, args.steps)
+    calib = _inputs(args, "calib_", workload)
+    holdout = _inputs(args, "holdout_", workload, fallback=calib)
+    if set(args.calib_seeds) & set(args.holdout_seeds) and holdout == calib:
+        raise CLIError("held-out inputs equal the calibration inputs: use other --holdout-seeds or inputs")
+    try:
+        res = tune(workload, methods, calib, args.calib_seeds, holdout, args.holdout_seeds,
+                   target_psnr=args.target_psnr, max_ssim_drop=args.max_ssim_drop, batch_size=args.batch_size,
+                   repeats=args.repeats, out=args.out, progress=not args.quiet, command=args.command_line)
+    except TuneFailed as e:
+        print(f"cachekit tune: {e}", file=sys.stderr)
+        return 1
+    h = res["measured"]["holdout"]
+    print(f"best: {res['config']}\nheld-out: speedup {h['speedup']:.2f}x, computed fraction "
+          f"{h['computed_fraction']:.3f}, PSNR {h['psnr_mean']:.2f} dB, SSIM {h['ssim_mean']:.4f}\n"
+          f"wrote {res['recipe']} (use: cachekit.apply(pipe, {res['recipe']!r})) and {res['log']}")
     return 0
 
 
@@ -114,26 +169,87 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="compare uncached vs cached outputs and speed; write a report",
                        description="Runs a model uncached and cached with identical seeds; reports speed "
                                    "(median of alternating repeats) and quality (PSNR, SSIM, LPIPS if available).")
-    e.add_argument("--model", required=True,
-                   help="reference model (digits), a diffusers folder, a cached Hub id, or module:function")
+    _model_args(e, out="cachekit-eval", repeats=3)
     add_config_args(e)
-    e.add_argument("--prompts", help="prompts file, one per line")
-    e.add_argument("--labels", type=_int_list, help="class labels, e.g. 0,1,2 (class-conditional models)")
-    e.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default: 0)")
-    e.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
-    e.add_argument("--batch-size", type=_positive_int, default=10, help="inputs per pipeline call (default: %(default)s)")
-    e.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats (default: %(default)s)")
-    e.add_argument("--out", default="cachekit-eval", help="output folder (default: %(default)s)")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("sweep", help="grid over methods' settings; table and speed-vs-PSNR Pareto plot",
+                       description="One shared uncached baseline against every setting of the grid. Grid: "
+                                   "--method NAME --SETTING SPEC [--SETTING SPEC ...], repeatable per method; "
+                                   "SPEC is lo:hi:n (n values), a,b,c, or one value. Example: --method "
+                                   "easycache --threshold 0.02:0.2:8 --method fixed_interval --interval 2,3,4")
+    _model_args(s, out="cachekit-sweep", repeats=2)
+    s.set_defaults(func=_cmd_sweep)
+
+    t = sub.add_parser("tune", help="fastest settings meeting a quality target, written as a recipe",
+                       description=__import__("cachekit.evaluation.tune", fromlist=["x"]).__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--model", required=True, help="as for eval")
+    t.add_argument("--methods", default="easycache,fixed_interval", help="methods to search (default: %(default)s)")
+    t.add_argument("--target-psnr", type=float, help="minimum mean PSNR vs uncached, dB")
+    t.add_argument("--max-ssim-drop", type=float, help="maximum 1 - mean SSIM vs uncached")
+    for which in ("calib", "holdout"):
+        t.add_argument(f"--{which}-prompts", help=f"{which} prompts file")
+        t.add_argument(f"--{which}-labels", type=_int_list, help=f"{which} class labels")
+    t.add_argument("--calib-seeds", type=_int_list, default=[0], help="calibration seeds (default: 0)")
+    t.add_argument("--holdout-seeds", type=_int_list, default=[1], help="held-out seeds (default: 1); "
+                   "held-out inputs default to the calibration inputs with these seeds")
+    t.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
+    t.add_argument("--batch-size", type=_positive_int, default=10, help="inputs per pipeline call (default: %(default)s)")
+    t.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats in validation (default: %(default)s)")
+    t.add_argument("--out", default="tuned.yaml", help="recipe to write (default: %(default)s)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_tune)
     return ap
+
+
+def _model_args(p: argparse.ArgumentParser, out: str, repeats: int) -> None:
+    p.add_argument("--model", required=True,
+                   help="reference model (digits), a diffusers folder, a cached Hub id, or module:function")
+    p.add_argument("--prompts", help="prompts file, one per line")
+    p.add_argument("--labels", type=_int_list, help="class labels, e.g. 0,1,2 (class-conditional models)")
+    p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default: 0)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--batch-size", type=_positive_int, default=10, help="inputs per pipeline call (default: %(default)s)")
+    p.add_argument("--repeats", type=_positive_int, default=repeats, help="timed repeats (default: %(default)s)")
+    p.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _split_grids(argv: list[str]) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+    """For sweep: pull ``--method NAME --KEY SPEC ...`` groups out of argv."""
+    known = {"--model", "--prompts", "--labels", "--seeds", "--steps", "--batch-size", "--repeats", "--out", "--quiet",
+             "-h", "--help"}
+    rest, grids, i = [], [], 0
+    while i < len(argv):
+        tok = argv[i]
+        key = tok.split("=", 1)[0]
+        if key == "--method":
+            name = tok.split("=", 1)[1] if "=" in tok else (argv[i + 1] if i + 1 < len(argv) else "")
+            grids.append((name, {}))
+            i += 1 if "=" in tok else 2
+        elif grids and tok.startswith("--") and key not in known:
+            value = tok.split("=", 1)[1] if "=" in tok else (argv[i + 1] if i + 1 < len(argv) else "")
+            grids[-1][1][key[2:].replace("-", "_")] = value
+            i += 1 if "=" in tok else 2
+        else:
+            rest.append(tok)
+            i += 1
+    return rest, grids
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .adapters import UnsupportedModelError
     from .evaluation.workloads import WorkloadError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_line = shlex.join(["cachekit", *argv])
+    grids: list = []
+    if argv[:1] == ["sweep"]:
+        argv, grids = _split_grids(argv)
     args = build_parser().parse_args(argv)
+    args.grids = grids
+    args.command_line = command_line
     try:
         return int(args.func(args) or 0)
     except (CLIError, ConfigError, WorkloadError, UnsupportedModelError) as e:

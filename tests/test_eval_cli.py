@@ -81,3 +81,63 @@ def test_every_command_has_help(capsys):
             main(cmd)
         assert e.value.code == 0
     assert "--model" in capsys.readouterr().out
+
+
+def test_sweep_grid_table_and_plot(tmp_path, capsys):
+    out = tmp_path / "sw"
+    code = main(["sweep", "--model", "cli_models:tiny_dit", "--labels", "1,2", "--out", str(out), "--repeats", "1",
+                 "--quiet", "--method", "easycache", "--threshold", "0:0.5:2", "--warmup", "1",
+                 "--method", "fixed_interval", "--interval", "1,2,4", "--warmup=1"])
+    assert code == 0
+    rep = json.loads((out / "sweep.json").read_text())
+    rows = rep["rows"]
+    assert [(r["method"], r["settings"].get("threshold", r["settings"].get("interval"))) for r in rows] == [
+        ("easycache", 0.0), ("easycache", 0.5), ("fixed_interval", 1), ("fixed_interval", 2), ("fixed_interval", 4)]
+    exact = [r for r in rows if r["computed_fraction"] == 1.0]
+    assert len(exact) == 2 and all(r["psnr_mean"] == "inf" for r in exact)
+    assert rows[4]["computed_fraction"] < rows[3]["computed_fraction"] < 1.0
+    assert any(r.get("pareto") for r in rows)
+    assert (out / "pareto.png").stat().st_size > 0 and "| easycache |" in (out / "sweep.md").read_text()
+
+
+def test_pareto_front():
+    from cachekit.evaluation.sweep import expand, pareto_front
+    assert pareto_front([(30, 1.0), (25, 2.0), (20, 1.5), (30, 0.9)]) == [0, 1]
+    assert expand("2:6:3", "int") == [2, 4, 6] and expand("0.1,0.2", "float") == [0.1, 0.2]
+    assert expand("1:2:4", "int") == [1, 2]
+
+
+def test_sweep_errors(capsys):
+    assert main(["sweep", "--model", "cli_models:tiny_dit", "--quiet"]) == 2
+    assert "give at least one --method" in capsys.readouterr().err
+    assert main(["sweep", "--model", "cli_models:tiny_dit", "--method", "easycache", "--thresh", "0.1"]) == 2
+    assert "unknown setting 'thresh' for method 'easycache'" in capsys.readouterr().err
+    assert main(["sweep", "--model", "cli_models:tiny_dit", "--method", "easycache", "--threshold", "a:b:c"]) == 2
+    assert "bad grid 'a:b:c'" in capsys.readouterr().err
+
+
+def test_tune_writes_a_recipe_that_loads(tmp_path, capsys, monkeypatch):
+    import cachekit
+    from cachekit.evaluation import tune as tune_mod
+    monkeypatch.setitem(tune_mod.SEARCH_SPACES, "fixed_interval", {"interval": [2, 4], "warmup": [1], "final_steps": [1]})
+    out = tmp_path / "tuned.yaml"
+    code = main(["tune", "--model", "cli_models:tiny_dit", "--methods", "fixed_interval", "--target-psnr", "0",
+                 "--calib-labels", "1,2", "--holdout-labels", "3", "--repeats", "1", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    r = cachekit.load_recipe(out)
+    assert r.config == cachekit.FixedIntervalConfig(interval=4, warmup=1, final_steps=1)   # cheapest passing
+    assert r.models == ("DiTTransformer2DModel",) and "cachekit tune" in r.source
+    assert r.measured["holdout"]["inputs"] == ["3"] and r.measured["calibration"]["inputs"] == ["1", "2"]
+    log = json.loads(out.with_suffix(".tune.json").read_text())
+    assert len(log["calibration"]) == 2 and log["validation"][0]["holdout"]["passes"]
+
+
+def test_tune_impossible_target_fails_cleanly(tmp_path, capsys, monkeypatch):
+    from cachekit.evaluation import tune as tune_mod
+    monkeypatch.setitem(tune_mod.SEARCH_SPACES, "fixed_interval", {"interval": [2], "warmup": [1], "final_steps": [1]})
+    code = main(["tune", "--model", "cli_models:tiny_dit", "--methods", "fixed_interval", "--target-psnr", "200",
+                 "--calib-labels", "1", "--out", str(tmp_path / "t.yaml"), "--quiet"])
+    assert code == 1 and "no setting met the target" in capsys.readouterr().err
+    assert not (tmp_path / "t.yaml").exists()
+    assert main(["tune", "--model", "cli_models:tiny_dit", "--calib-labels", "1"]) == 2
+    assert "give a quality target" in capsys.readouterr().err

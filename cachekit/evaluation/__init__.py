@@ -15,7 +15,7 @@ __all__ = ["evaluate", "Workload", "WorkloadError", "load_workload", "read_input
 
 def evaluate(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: Sequence[int], *,
              batch_size: int, repeats: int = 3, out_dir: str | Path | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, command: str | None = None) -> dict:
     """Compare ``workload`` uncached and cached; write the report files when ``out_dir`` is given."""
     from tqdm.auto import tqdm
 
@@ -36,7 +36,7 @@ def evaluate(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: S
         "speed": res["speed"],
         "quality": quality(workload.kind, got.outputs, ref.outputs),
         "per_step_error": res["per_step_error"],
-        "environment": environment(),
+        "environment": environment(command),
         "files": {},
     }
     if workload.extra_metrics is not None:

@@ -7,13 +7,14 @@ Quality: the cached outputs against the uncached ones, per sample.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from ..config import CacheConfig
 from ..metrics import (dynamic_degree, mean_finite, motion_smoothness, psnr, ssim, temporal_flickering)
 from .workloads import Workload
 
-__all__ = ["PassResult", "run_pass", "compare", "quality", "environment"]
+__all__ = ["PassResult", "run_pass", "compare", "compare_many", "quality", "environment"]
 
 
 @dataclass
@@ -49,6 +50,16 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
         if isinstance(a, torch.Tensor):
             return a
     return None
+
+
+@contextlib.contextmanager
+def applied(target: Any, config: CacheConfig) -> Iterator[None]:
+    """cachekit applied for the duration of a block, removed even if it raises."""
+    api.apply(target, config)
+    try:
+        yield
+    finally:
+        api.remove(target)
 
 
 def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_size: int,
@@ -84,52 +95,65 @@ def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_s
     return PassResult(torch.cat(outs), seconds, computed / total if total else 1.0, plan, steps, latents)
 
 
-def compare(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: Sequence[int],
-            batch_size: int, repeats: int = 3, progress: Any = None) -> dict:
-    """Uncached vs cached: speed, computed fraction, outputs of both, per-step error."""
+def compare_many(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, seeds: Sequence[int],
+                 batch_size: int, repeats: int = 3, progress: Any = None) -> dict:
+    """One shared uncached baseline against each config: speed, computed fraction, outputs,
+    per-step error. Each repeat runs the baseline once, then every config, so all ratios come
+    from the same stretch of machine time."""
     tick = (lambda: progress.update(1)) if progress is not None else None
 
-    def cached_pass(record: bool = False) -> PassResult:
-        api.apply(workload.target, config)
-        try:
+    def cached_pass(config: CacheConfig, record: bool = False) -> PassResult:
+        with applied(workload.target, config):
             return run_pass(workload, inputs, seeds, batch_size, True, record, tick)
-        finally:
-            api.remove(workload.target)
 
     # warm-up (untimed): first calls pay for lazy initialisation and allocator growth
     first = list(inputs)[:batch_size]
     workload.generate(first, seeds[0])
-    api.apply(workload.target, config)
-    try:
+    with applied(workload.target, configs[0]):
         workload.generate(first, seeds[0])
-    finally:
-        api.remove(workload.target)
-    times: dict[str, list[float]] = {"uncached": [], "cached": []}
-    ref = got = None
+    base_times: list[float] = []
+    times: list[list[float]] = [[] for _ in configs]
+    ref, got = None, [None] * len(configs)
     for r in range(max(1, repeats)):
         u = run_pass(workload, inputs, seeds, batch_size, False, record=r == 0, on_chunk=tick)
-        c = cached_pass(record=r == 0)
-        times["uncached"].append(u.seconds)
-        times["cached"].append(c.seconds)
-        if r == 0:
-            ref, got = u, c   # outputs are deterministic: the first repeat's serve for quality
-    med = {k: statistics.median(v) for k, v in times.items()}
-    per_step = []
+        base_times.append(u.seconds)
+        ref = ref or u   # outputs are deterministic: the first repeat's serve for quality
+        for k, cfg in enumerate(configs):
+            c = cached_pass(cfg, record=r == 0)
+            times[k].append(c.seconds)
+            got[k] = got[k] or c
+    base = statistics.median(base_times)
+    results = []
+    for k in range(len(configs)):
+        med, g = statistics.median(times[k]), got[k]
+        results.append({
+            "cached": g,
+            "speed": {
+                "uncached_s": base, "cached_s": med, "speedup": base / med,
+                "computed_fraction": g.computed_fraction,
+                "ideal_speedup": 1 / g.computed_fraction if g.computed_fraction else math.inf,
+                "repeats": repeats, "times_s": {"uncached": base_times, "cached": times[k]},
+            },
+            "per_step_error": _per_step(ref, g),
+        })
+    return {"ref": ref, "results": results}
+
+
+def _per_step(ref: PassResult, got: PassResult) -> list[dict]:
+    out = []
     if ref.latents and len(ref.latents) == len(got.latents):
-        for a, b, step in zip(got.latents, ref.latents, got.steps if got.steps is not None else range(len(ref.latents))):
+        steps = got.steps if got.steps is not None else range(len(ref.latents))
+        for a, b, step in zip(got.latents, ref.latents, steps):
             denom = float(b.abs().mean()) or 1.0
-            per_step.append({"call": len(per_step), "step": int(step), "rel_l1": float((a - b).abs().mean()) / denom})
-    return {
-        "ref": ref, "cached": got,
-        "speed": {
-            "uncached_s": med["uncached"], "cached_s": med["cached"],
-            "speedup": med["uncached"] / med["cached"],
-            "computed_fraction": got.computed_fraction,
-            "ideal_speedup": 1 / got.computed_fraction if got.computed_fraction else math.inf,
-            "repeats": repeats, "times_s": times,
-        },
-        "per_step_error": per_step,
-    }
+            out.append({"call": len(out), "step": int(step), "rel_l1": float((a - b).abs().mean()) / denom})
+    return out
+
+
+def compare(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: Sequence[int],
+            batch_size: int, repeats: int = 3, progress: Any = None) -> dict:
+    """Uncached vs one config (see ``compare_many``)."""
+    res = compare_many(workload, [config], inputs, seeds, batch_size, repeats, progress)
+    return {"ref": res["ref"], **res["results"][0]}
 
 
 def quality(kind: str, cached: torch.Tensor, ref: torch.Tensor) -> dict:
@@ -178,7 +202,8 @@ def _lpips(kind: str, cached: torch.Tensor, ref: torch.Tensor) -> dict:
     return {"lpips": float(d.mean()), "lpips_skipped": None}
 
 
-def environment() -> dict:
+def environment(command: str | None = None) -> dict:
+    """Versions, device, and the command that produced a report (``sys.argv`` when not given)."""
     import importlib.metadata as md
 
     versions = {"python": platform.python_version(), "torch": torch.__version__}
@@ -188,4 +213,4 @@ def environment() -> dict:
         except md.PackageNotFoundError:
             pass
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return {"versions": versions, "device": device, "command": " ".join(["cachekit", *sys.argv[1:]])}
+    return {"versions": versions, "device": device, "command": command or " ".join(["cachekit", *sys.argv[1:]])}
