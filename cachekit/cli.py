@@ -74,6 +74,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     config = config_from_args(args, default_recipe=None if args.recipe or args.method else _recipe_for(workload))
     rep = evaluate(workload, config, _inputs(args, "", workload), args.seeds, batch_size=args.batch_size, repeats=args.repeats,
                    out_dir=args.out, progress=not args.quiet, command=args.command_line)
+    if not rep:
+        return 0   # a non-main process of a sharded run: the main process writes the report
     from .evaluation.report import markdown
 
     print(markdown(rep))

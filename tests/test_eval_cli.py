@@ -141,3 +141,28 @@ def test_tune_impossible_target_fails_cleanly(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "t.yaml").exists()
     assert main(["tune", "--model", "cli_models:tiny_dit", "--calib-labels", "1"]) == 2
     assert "give a quality target" in capsys.readouterr().err
+
+
+def test_two_process_accelerate_run_matches_single_process(tmp_path):
+    """accelerate shards the inputs over 2 CPU processes (gloo); the gathered report holds every
+    sample, in the single-process order, with the same outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    args = ["eval", "--model", "cli_models:tiny_dit", *FI, "--labels", "1,2,3", "--seeds", "0,1", "--batch-size", "2",
+            "--repeats", "1", "--quiet"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cachekit",
+           *args, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert two["speed"]["processes"] == 2 and len(two["speed"]["per_process"]) == 2
+    assert two["quality"]["psnr"] == pytest.approx(one["quality"]["psnr"], rel=1e-6)   # same samples, same order
+    assert two["speed"]["computed_fraction"] == pytest.approx(one["speed"]["computed_fraction"])

@@ -8,6 +8,7 @@ from typing import Sequence
 from ..config import CacheConfig
 from . import report as _report
 from .runner import compare, environment, quality
+from .shard import distributed_state, merge_outputs, merge_speed
 from .workloads import Workload, WorkloadError, load_workload, read_inputs
 
 __all__ = ["evaluate", "Workload", "WorkloadError", "load_workload", "read_inputs"]
@@ -19,10 +20,28 @@ def evaluate(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: S
     """Compare ``workload`` uncached and cached; write the report files when ``out_dir`` is given."""
     from tqdm.auto import tqdm
 
-    n_chunks = -(-len(inputs) // batch_size) * len(seeds)
-    with tqdm(total=2 * max(1, repeats) * n_chunks, desc=f"eval {workload.name}", disable=not progress,
-              unit="batch") as bar:
-        res = compare(workload, config, inputs, seeds, batch_size, repeats, bar)
+    state = distributed_state()
+    shard = list(inputs)
+    if state is not None:
+        with state.split_between_processes(list(inputs)) as mine:
+            shard = list(mine)
+    res = None
+    if shard:
+        n_chunks = -(-len(shard) // batch_size) * len(seeds)
+        with tqdm(total=2 * max(1, repeats) * n_chunks, desc=f"eval {workload.name}",
+                  disable=not progress or (state is not None and not state.is_main_process), unit="batch") as bar:
+            res = compare(workload, config, shard, seeds, batch_size, repeats, bar)
+    if state is not None:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([{"n": len(shard), "ref": res and res["ref"].outputs, "cached": res and res["cached"].outputs,
+                                "speed": res and res["speed"]}])
+        if not state.is_main_process:
+            return {}
+        sizes = [p["n"] for p in parts]
+        res["ref"].outputs = merge_outputs([p["ref"] for p in parts], sizes, len(seeds))
+        res["cached"].outputs = merge_outputs([p["cached"] for p in parts], sizes, len(seeds))
+        res["speed"] = merge_speed([p["speed"] for p in parts], sizes)
     ref, got = res["ref"], res["cached"]
     rep = {
         "schema": _report.SCHEMA_VERSION,
