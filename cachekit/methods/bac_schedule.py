@@ -1,0 +1,111 @@
+"""BAC's offline scheduling rules (arXiv 2506.13456), as pure functions of recorded statistics.
+
+Adaptive Caching Scheduler: for one unit, choose M update steps that maximise the summed
+similarity between each step's true output and the output cached at the last update, by dynamic
+programming over segments. Bubbling Union: upstream reuse errors pass almost linearly through later
+FFNs (Pearson r ~ 0.99 in the paper), so the most volatile units also update whenever a later FFN
+does.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+
+
+def similarity_matrix(features: np.ndarray, metric: str = "cosine") -> np.ndarray:
+    """S[a, t] between a unit's output at steps a and t; features shaped (T, D).
+
+    cosine: higher is more similar. "l1" / "mse": the negated mean distance, so that every metric
+    is maximised (the paper minimises distances; negating is the same problem).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be (steps, dims), got shape {f.shape}")
+    if metric == "cosine":
+        n = np.linalg.norm(f, axis=1, keepdims=True)
+        g = f / np.where(n == 0, 1.0, n)
+        return g @ g.T
+    if metric == "l1":
+        return -np.abs(f[:, None, :] - f[None, :, :]).mean(-1)
+    if metric == "mse":
+        return -((f[:, None, :] - f[None, :, :]) ** 2).mean(-1)
+    raise ValueError(f"metric must be cosine, l1 or mse, got {metric!r}")
+
+
+def segment_costs(sim: np.ndarray) -> np.ndarray:
+    """cost[a, b] = sum_{t=a..b} S[a, t]: compute at a, reuse a's output through b (b >= a)."""
+    s = np.asarray(sim, dtype=np.float64)
+    upper = np.triu(s)
+    return np.triu(np.cumsum(upper, axis=1))
+
+
+def acs_schedule(sim: np.ndarray, updates: int, force_last: bool = True) -> list[int]:
+    """Update steps (sorted, always starting at 0) for a budget of ``updates`` computed steps.
+
+    dp[1][i] = cost[0][i]; dp[k][i] = max_{j<i} dp[k-1][j] + cost[j+1][i]; backtrack from
+    dp[M][T-1]. With ``force_last`` the final step is always computed (as the official code does):
+    the first T-1 steps get M-1 updates and step T-1 is added. O(M T^2).
+    """
+    T = int(np.asarray(sim).shape[0])
+    if updates < 1:
+        raise ValueError(f"updates must be >= 1, got {updates}")
+    if force_last and T > 1:
+        if updates == 1:
+            raise ValueError("updates must be >= 2 when the final step is forced")
+        return acs_schedule(np.asarray(sim)[:T - 1, :T - 1], updates - 1, force_last=False) + [T - 1]
+    m = min(updates, T)
+    cost = segment_costs(sim)
+    dp = np.full((m + 1, T), -np.inf)
+    arg = np.zeros((m + 1, T), dtype=np.int64)
+    dp[1] = cost[0]
+    for k in range(2, m + 1):
+        for i in range(k - 1, T):
+            j = np.arange(k - 2, i)               # last segment is [j+1, i]
+            cand = dp[k - 1, j] + cost[j + 1, i]
+            best = int(np.argmax(cand))
+            dp[k, i], arg[k, i] = cand[best], j[best]
+    steps, i = [], T - 1
+    for k in range(m, 1, -1):
+        j = int(arg[k, i])
+        steps.append(j + 1)
+        i = j
+    return [0] + sorted(steps)
+
+
+def schedule_value(sim: np.ndarray, steps: Sequence[int]) -> float:
+    """The objective ``acs_schedule`` maximises, for any sorted update set starting at 0."""
+    cost = segment_costs(sim)
+    T = cost.shape[0]
+    bounds = list(steps) + [T]
+    return float(sum(cost[a, b - 1] for a, b in zip(bounds[:-1], bounds[1:])))
+
+
+def volatility(features: np.ndarray) -> float:
+    """Mean over step pairs a < b of mean|X(a) - X(b)|; features shaped (T, D)."""
+    f = np.asarray(features, dtype=np.float64)
+    T = f.shape[0]
+    if T < 2:
+        return 0.0
+    d = np.abs(f[:, None, :] - f[None, :, :]).mean(-1)
+    return float(d[np.triu_indices(T, 1)].mean())
+
+
+def bubbling_union(plans: Mapping[Hashable, Sequence[int]], layer: Mapping[Hashable, int],
+                   is_ffn: Mapping[Hashable, bool], selected: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+    """For each selected unit, add the update steps of every FFN unit in its own and later layers."""
+    out = {u: sorted(set(p)) for u, p in plans.items()}
+    for u in selected:
+        extra = set(out[u])
+        for v, p in plans.items():
+            if is_ffn[v] and layer[v] >= layer[u]:
+                extra |= set(p)
+        out[u] = sorted(extra)
+    return out
+
+
+def top_volatile(vol: Mapping[Hashable, float], n: int) -> list[Hashable]:
+    """The n most volatile units (ties broken by unit order)."""
+    order = sorted(vol, key=lambda u: -vol[u])
+    return order[:max(0, n)]
