@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
-from .adapters import ModelLayout, find_model, resolve
+from .adapters import ModelLayout, find_model, find_units, resolve
 from .config import CacheConfig, ConfigError, method_for
 from .recipe import load_recipe, recipe_for_model
 from .runtime.session import SESSION_ATTR, BlockRef, Session
@@ -74,7 +74,10 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
     for ref in blocks:
         if getattr(vars(ref.module).get("forward"), "__cachekit__", False):
             raise AlreadyAppliedError(f"cachekit.apply: block {ref.name} already has cachekit hooks")
-    session = Session(method_for(cfg), model, blocks, resolved.layout.timestep_arg, resolved.scheduler)
+    method = method_for(cfg)
+    units = find_units(resolved.blocks) if method.granularity == "unit" else None
+    method.bind(model, tuple(u.name for u in units) if units else tuple(b.name for b in blocks))
+    session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units)
     session.install([model] if target is model else [model, target])
     return target
 

@@ -14,10 +14,10 @@ from typing import Any
 from torch import nn
 
 from .base import BlockIO, ModelLayout, UnsupportedModelError, get_path, qualname
-from .known import KNOWN_BLOCK_IO, KNOWN_LAYOUTS
+from .known import KNOWN_BLOCK_IO, KNOWN_LAYOUTS, KNOWN_UNITS
 
 __all__ = ["BlockIO", "ModelLayout", "UnsupportedModelError", "Resolved", "resolve", "find_model",
-           "KNOWN_LAYOUTS", "qualname"]
+           "KNOWN_LAYOUTS", "qualname", "Unit", "find_units", "model_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,55 @@ def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
         raise UnsupportedModelError(f"{type(model).__name__}: the block lists {layout.block_lists} are empty")
     scheduler = getattr(pipe, "scheduler", None) if pipe is not None else None
     return Resolved(model, layout, tuple(blocks), scheduler, pipe)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A cacheable sub-block: ``owner.attr`` returns a branch output (before the residual add).
+
+    Attributes:
+        name: "<block name>.<kind>", e.g. "decoder.layers.3.cross_attn".
+        owner: the module whose attribute is wrapped (the block, or the submodule itself).
+        attr: "forward" for a submodule, else the block's method name (e.g. "_ff_block").
+        kind: "self_attn", "cross_attn", "ffn", or "block" for blocks without known units.
+        layer: index of the block in execution order.
+    """
+
+    name: str
+    owner: nn.Module
+    attr: str
+    kind: str
+    layer: int
+
+
+def find_units(blocks: tuple[tuple[str, nn.Module, BlockIO], ...]) -> list[Unit]:
+    units = []
+    for i, (name, block, _) in enumerate(blocks):
+        spec = KNOWN_UNITS.get(qualname(block))
+        if spec is None:
+            units.append(Unit(f"{name}.block", block, "forward", "block", i))
+            continue
+        for kind, attr in spec:
+            obj = getattr(block, attr, None)
+            if obj is None:
+                continue
+            if isinstance(obj, nn.Module):
+                units.append(Unit(f"{name}.{kind}", obj, "forward", kind, i))
+            else:
+                units.append(Unit(f"{name}.{kind}", block, attr, kind, i))
+    return units
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Class name + a hash of the architecture (config when the model has one, else parameter
+    names and shapes): a calibrated plan is only valid for the model it was made on."""
+    import hashlib
+    import json
+
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "items"):
+        text = json.dumps({k: v for k, v in sorted(dict(cfg).items()) if not k.startswith("_")},
+                          sort_keys=True, default=str)
+    else:
+        text = json.dumps([(n, list(p.shape)) for n, p in model.named_parameters()])
+    return f"{type(model).__name__}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"

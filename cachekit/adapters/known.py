@@ -38,3 +38,17 @@ KNOWN_BLOCK_IO: dict[str, BlockIO] = {
     "torch.nn.modules.transformer.TransformerEncoderLayer": BlockIO(("src",)),
     "diffusers.models.attention.BasicTransformerBlock": SINGLE,
 }
+
+# Sub-block units (BAC): per block class, (kind, attribute) pairs in execution order. The attribute
+# is either a submodule (its forward is wrapped; its output is the branch output before gating and
+# the residual add) or a method of the block returning the branch output (torch's pre-norm layers:
+# x = x + self._sa_block(self.norm1(x)), ...). Blocks not listed are cached as one unit.
+KNOWN_UNITS: dict[str, tuple[tuple[str, str], ...]] = {
+    "torch.nn.modules.transformer.TransformerDecoderLayer":
+        (("self_attn", "_sa_block"), ("cross_attn", "_mha_block"), ("ffn", "_ff_block")),
+    "torch.nn.modules.transformer.TransformerEncoderLayer": (("self_attn", "_sa_block"), ("ffn", "_ff_block")),
+    # DiT / PixArt: attn2 is None without cross-attention (DiT) and is then skipped.
+    "diffusers.models.attention.BasicTransformerBlock": (("self_attn", "attn1"), ("cross_attn", "attn2"), ("ffn", "ff")),
+    _T + "transformer_wan.WanTransformerBlock": (("self_attn", "attn1"), ("cross_attn", "attn2"), ("ffn", "ffn")),
+    _T + "transformer_ltx.LTXVideoTransformerBlock": (("self_attn", "attn1"), ("cross_attn", "attn2"), ("ffn", "ff")),
+}

@@ -45,10 +45,25 @@ class UnitContext:
 
 class CacheMethod:
     """Base class. Subclasses override ``decide`` and, when they learn from computed steps,
-    ``observe``. The default segmentation is the whole block stack as one unit."""
+    ``observe``. The default segmentation is the whole block stack as one unit.
+
+    Class attributes:
+        granularity: "block" (segments of whole blocks, residuals cached) or "unit" (sub-block
+            units such as self-attention / cross-attention / FFN, outputs cached; ``decide`` is then
+            asked per unit with ``ctx.segment`` = unit index).
+    """
+
+    granularity = "block"
+    num_steps: int | None = None  # a method made for a fixed number of steps (calibrated plans)
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def bind(self, model: Any, unit_names: tuple[str, ...]) -> None:
+        """Called once by ``apply`` before any hook is installed; raise to refuse the model."""
+
+    def check_num_steps(self, num_steps: int | None) -> None:
+        """Raise when a generation of ``num_steps`` steps cannot be served (calibrated plans)."""
 
     def segments(self, num_blocks: int) -> Segments:
         return ((0, num_blocks),)

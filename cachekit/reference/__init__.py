@@ -1,0 +1,62 @@
+"""Reference models shipped with cachekit (trained here, weights in ``assets/``).
+
+Importing this package is lean: diffusers is imported only when a model is actually loaded.
+
+    from cachekit.reference import load_digits_pipeline
+    pipe = load_digits_pipeline()
+    images = pipe(class_labels=[0, 1, 2], output_type="pt").images   # (3, 1, 8, 8) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import pathlib
+
+__all__ = [
+    "asset_path",
+    "load_digits_pipeline",
+    "load_digits_transformer",
+    "DigitsDiTPipeline",
+    "ReferenceWeightsError",
+    "DEFAULT_CLASS_LABELS",
+]
+
+# Names served lazily from cachekit.reference.digits (which imports diffusers).
+_LAZY = {
+    "load_digits_pipeline", "load_digits_transformer", "DigitsDiTPipeline",
+    "ReferenceWeightsError", "DEFAULT_CLASS_LABELS",
+}
+
+
+def asset_path(*parts: str) -> pathlib.Path:
+    """Path of a shipped asset, e.g. ``asset_path("digits_dit", "model.safetensors")``.
+
+    Looks in the installed package ``cachekit.assets`` first (the packaging maps the top-level
+    ``assets/`` folder there); if that package does not exist, falls back to ``<repo root>/assets``
+    computed from this file's location. The returned path need not exist.
+    """
+    try:
+        root = importlib.resources.files("cachekit.assets")
+    except ModuleNotFoundError:
+        root = None
+    if root is not None:
+        target = root.joinpath(*parts)
+        # files() may return a Traversable that is not a real path (zip install); materialise only
+        # what we can address on disk.
+        try:
+            return pathlib.Path(str(target))
+        except TypeError:  # pragma: no cover - exotic loaders
+            pass
+    return pathlib.Path(__file__).resolve().parents[2].joinpath("assets", *parts)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(".digits", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _LAZY)

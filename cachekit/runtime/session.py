@@ -46,15 +46,18 @@ def _timestep_value(t: Any) -> float | None:
 
 class Session:
     def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[BlockRef],
-                 timestep_arg: str | None, scheduler: Any = None) -> None:
-        self.method, self.root, self.blocks = method, root, blocks
+                 timestep_arg: str | None, scheduler: Any = None, units: list | None = None) -> None:
+        """``units`` (sub-block methods only): ``adapters.Unit`` objects; they replace the blocks
+        as the plan's columns and as the places hooked."""
+        self.method, self.root, self.blocks, self.units = method, root, blocks, units
         self.scheduler = scheduler
-        self.block_names = tuple(b.name for b in blocks)
-        self.segments = _check_segments(method.segments(len(blocks)), len(blocks))
-        self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)
-                           for i in range(len(blocks))]
+        self.block_names = tuple(u.name for u in units) if units else tuple(b.name for b in blocks)
+        if not units:
+            self.segments = _check_segments(method.segments(len(blocks)), len(blocks))
+            self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)
+                               for i in range(len(blocks))]
         self._t_pos, self._t_name = _arg_position(root.forward, timestep_arg)
-        self.gen = Generation(len(blocks))
+        self.gen = Generation(len(self.block_names), getattr(method, "num_steps", None))
         self.previous: Generation | None = None
         self.call = None  # the model call in progress, if any
         self.context: Hashable | None = None  # diffusers cache_context name, if set
@@ -67,7 +70,10 @@ class Session:
             for owner in owners:
                 self._patches.set(owner, SESSION_ATTR, self)
             self._patches.wrap(self.root, "forward", self._model_forward)
-            for i, ref in enumerate(self.blocks):
+            if self.units:
+                for i, unit in enumerate(self.units):
+                    self._patches.wrap(unit.owner, unit.attr, self._unit_impl(i))
+            for i, ref in enumerate(self.blocks if not self.units else ()):
                 binding = BlockBinding(ref.module.forward, ref.io, ref.name)
                 self._patches.wrap(ref.module, "forward", self._block_impl(i, binding))
             if callable(getattr(self.root, "cache_context", None)):
@@ -87,7 +93,8 @@ class Session:
         """Start a new generation; nothing cached before is reused."""
         if self.gen is not None and self.gen.calls:
             self.previous = self.gen
-        self.gen = Generation(len(self.blocks), num_steps)
+        self.method.check_num_steps(num_steps)
+        self.gen = Generation(len(self.block_names), num_steps or getattr(self.method, "num_steps", None))
 
     def stats(self) -> CacheStats:
         gen = self.gen if self.gen is not None and self.gen.calls else self.previous
@@ -153,6 +160,30 @@ class Session:
 
         return impl
 
+    def _unit_impl(self, u: int) -> Callable:
+        """A sub-block unit: compute and cache its output, or return the cached output."""
+
+        def impl(original: Callable, args: tuple, kwargs: dict) -> Any:
+            call = self.call
+            if call is None:
+                return original(*args, **kwargs)
+            branch = self.gen.branch(call.branch)
+            if call.leader:
+                ctx = UnitContext(call.step, self.gen.num_steps, u, call.branch, True, {}, branch.scratch)
+                compute = self.gen.decisions[u] = bool(self.method.decide(ctx))
+            else:
+                compute = self.gen.decisions.get(u, True)
+            key = _shape_key(args, kwargs)
+            cached = branch.residuals.get(u)
+            if not compute and cached is not None and cached[0] == key:
+                return cached[1]
+            out = original(*args, **kwargs)
+            branch.residuals[u] = (key, _detach(out))
+            call.computed[u] = True
+            return out
+
+        return impl
+
     def _begin_segment(self, call: Any, seg: int, inputs: dict) -> dict | None:
         """Decide for this segment; return the reused output streams, or None to compute."""
         branch = self.gen.branch(call.branch)
@@ -186,6 +217,19 @@ class Session:
                 break
         self.gen.branch(call.branch).residuals[seg] = res
         self.method.observe(call.seg_ctx.pop(seg), outputs)
+
+
+def _shape_key(args: tuple, kwargs: dict) -> tuple:
+    """Shapes of the tensor arguments: a cached unit output is only reused for same-shaped inputs."""
+    return tuple(tuple(a.shape) for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+
+
+def _detach(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.detach()
+    if isinstance(out, tuple):
+        return tuple(_detach(o) for o in out)
+    return out
 
 
 def _reusable(cached: dict | None, inputs: dict) -> bool:

@@ -16,8 +16,8 @@ import torch
 
 @dataclass
 class BranchState:
-    """What one CFG branch keeps between steps: per segment the cached residual streams, and the
-    method's scratch dict."""
+    """What one CFG branch keeps between steps: per segment the cached residual streams (or, for
+    sub-block methods, per unit the input-shape key and cached output), and the method's scratch."""
 
     residuals: dict[int, dict[str, torch.Tensor | None] | None] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)

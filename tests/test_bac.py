@@ -1,0 +1,89 @@
+"""BACConfig applied to sub-block units of a Diffusion-Policy-shaped model."""
+
+import pytest
+import torch
+
+import cachekit
+from cachekit import BACConfig, ConfigError
+from cachekit.adapters import model_fingerprint
+from toy import ToyPolicy, denoise
+
+UNITS = [f"decoder.layers.{i}.{k}" for i in range(3) for k in ("self_attn", "cross_attn", "ffn")]
+
+
+def plan(every=None, steps=10, **override):
+    every = every or {}
+    p = {u: list(range(0, steps, every.get(u.split(".")[-1], 1))) for u in UNITS}
+    p.update(override)
+    return p
+
+
+def model():
+    torch.manual_seed(0)
+    return ToyPolicy().eval()
+
+
+def test_full_plan_is_bit_exact_and_remove_restores():
+    m = model()
+    ref = denoise(m)
+    cachekit.apply(m, BACConfig(plan=plan(), num_steps=10, model=model_fingerprint(m)))
+    assert torch.equal(denoise(m), ref)
+    s = cachekit.stats(m)
+    assert s.block_names == tuple(UNITS) and s.computed_fraction == 1.0 and s.num_steps == 10
+    cachekit.remove(m)
+    assert all("_ff_block" not in vars(layer) and "_sa_block" not in vars(layer) for layer in m.decoder.layers)
+    assert torch.equal(denoise(m), ref)
+
+
+def test_units_recompute_exactly_on_their_plan():
+    m = model()
+    ref = denoise(m)
+    calls = []
+    m.decoder.layers[1].self_attn.register_forward_hook(lambda *a: calls.append(1))
+    p = plan(every={"ffn": 3, "self_attn": 2})
+    cachekit.apply(m, BACConfig(plan=p, num_steps=10))
+    out = denoise(m)
+    s = cachekit.stats(m)
+    assert len(calls) == 5                       # self-attention of layer 1: steps 0, 2, 4, 6, 8
+    for j, u in enumerate(UNITS):
+        assert s.plan[:, j].nonzero()[0].tolist() == p[u]
+    assert s.computed_fraction == pytest.approx((3 * 5 + 3 * 10 + 3 * 4) / 90)
+    assert not torch.equal(out, ref) and torch.allclose(out, ref, atol=0.5)
+
+
+def test_each_policy_call_is_a_generation():
+    m = model()
+    cachekit.apply(m, BACConfig(plan=plan(every={"ffn": 2}), num_steps=10))
+    a = denoise(m, seed=1)
+    b = denoise(m, seed=1)        # timestep jumps back to 9: a fresh generation, same result
+    assert torch.equal(a, b) and cachekit.stats(m).steps.tolist() == list(range(10))
+
+
+def test_plans_are_refused_for_other_models_and_step_counts():
+    m = model()
+    with pytest.raises(ConfigError, match="BAC plan was calibrated on ToyPolicy:0000"):
+        cachekit.apply(m, BACConfig(plan=plan(), num_steps=10, model="ToyPolicy:0000"))
+    with pytest.raises(ConfigError, match=r"BAC plan units do not match the model: missing \['decoder.layers.2.ffn'\]"):
+        cachekit.apply(m, BACConfig(plan={u: [0] for u in UNITS[:-1]}, num_steps=10))
+    assert "forward" not in vars(m)          # nothing installed by the refused calls
+    cachekit.apply(m, BACConfig(plan=plan(), num_steps=10))
+    with pytest.raises(ConfigError, match="calibrated for 10 steps; this generation has 20"):
+        cachekit.reset(m, num_steps=20)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({}, "plan must map unit names"),
+    ({"a": [1, 2]}, r"plan\['a'\] must start at step 0"),
+    ({"a": [0, 10]}, "stay below num_steps=10"),
+    ({"a": "0,1"}, "must be a list of step indices"),
+])
+def test_config_validation(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        BACConfig(plan=bad, num_steps=10)
+
+
+def test_recipe_round_trip(tmp_path):
+    cfg = BACConfig(plan={"x.ffn": [4, 0, 2], "x.self_attn": [0]}, num_steps=5, model="M:1")
+    assert cfg.plan == (("x.ffn", (0, 2, 4)), ("x.self_attn", (0,)))
+    path = cachekit.save_recipe(cfg, tmp_path / "bac.yaml", source="test")
+    assert cachekit.load_recipe(path).config == cfg
