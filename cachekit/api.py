@@ -12,7 +12,7 @@ from .recipe import load_recipe, recipe_for_model
 from .runtime.session import SESSION_ATTR, BlockRef, Session
 from .runtime.state import CacheStats
 
-__all__ = ["apply", "remove", "stats", "reset", "AlreadyAppliedError", "NotAppliedError"]
+__all__ = ["apply", "remove", "stats", "reset", "AlreadyAppliedError", "NotAppliedError", "find_model"]
 
 
 class AlreadyAppliedError(RuntimeError):

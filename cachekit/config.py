@@ -128,5 +128,5 @@ def method_for(config: CacheConfig) -> Any:
 
 
 def config_classes() -> dict[str, type]:
-    """Method name (as written in recipes) -> config class."""
-    return {c.method: c for c in _HANDLERS}
+    """Method name (as written in recipes) -> config class; internal methods ("_name") excluded."""
+    return {c.method: c for c in _HANDLERS if not c.method.startswith("_")}

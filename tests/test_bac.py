@@ -87,3 +87,30 @@ def test_recipe_round_trip(tmp_path):
     assert cfg.plan == (("x.ffn", (0, 2, 4)), ("x.self_attn", (0,)))
     path = cachekit.save_recipe(cfg, tmp_path / "bac.yaml", source="test")
     assert cachekit.load_recipe(path).config == cfg
+
+
+def test_calibrate_recipe_apply_round_trip(tmp_path):
+    from cachekit.calibration import calibrate_bac
+    m = model()
+    ref = denoise(m, seed=5)
+    cal = calibrate_bac(m, [lambda s=s: denoise(m, seed=s) for s in range(3)], updates=4, top_n=2)
+    cfg = cal.config
+    assert cal.runs == 3 and cfg.num_steps == 10 and cfg.model == model_fingerprint(m)
+    assert "forward" not in vars(m) and all("_ff_block" not in vars(layer) for layer in m.decoder.layers)
+    plans = dict(cfg.plan)
+    assert set(plans) == set(UNITS) and len(cal.selected) == 2
+    ffn = {u: p for u, p in plans.items() if u.endswith("ffn")}
+    for u, steps in plans.items():
+        assert steps[0] == 0 and steps[-1] == 9
+        if u not in cal.selected:
+            assert len(steps) == 4                       # the budget M
+        else:                                            # Bubbling Union
+            layer = int(u.split(".")[2])
+            for v, p in ffn.items():
+                if int(v.split(".")[2]) >= layer and v not in cal.selected:
+                    assert set(p) <= set(steps)
+    path = cachekit.save_recipe(cfg, tmp_path / "policy-bac.yaml", source="test calibration")
+    cachekit.apply(m, path)
+    out = denoise(m, seed=5)
+    assert cachekit.stats(m).computed_fraction < 0.7
+    assert torch.allclose(out, ref, atol=0.5) and not torch.equal(out, ref)

@@ -73,5 +73,6 @@ class CacheMethod:
         branch only; the runtime forces a compute when nothing reusable is cached."""
         raise NotImplementedError
 
-    def observe(self, ctx: UnitContext, outputs: dict[str, torch.Tensor | None]) -> None:
-        """Called after the segment was computed, with its output streams (any branch)."""
+    def observe(self, ctx: UnitContext, outputs: Any) -> None:
+        """Called after a segment was computed, with its output streams (a dict), or after a
+        sub-block unit was computed, with its output (any branch)."""

@@ -180,6 +180,8 @@ class Session:
             out = original(*args, **kwargs)
             branch.residuals[u] = (key, _detach(out))
             call.computed[u] = True
+            self.method.observe(UnitContext(call.step, self.gen.num_steps, u, call.branch, call.leader, {},
+                                            branch.scratch), out)
             return out
 
         return impl

@@ -1,0 +1,114 @@
+"""Offline calibration: record every unit's output at every step of full-compute runs, then plan.
+
+Used by ``cachekit calibrate`` for BAC: per unit a similarity matrix over steps (averaged over the
+calibration runs), the Adaptive Caching Scheduler for ``updates`` recompute steps, and Bubbling
+Union for the ``top_n`` most volatile units. Memory stays small: each unit output is reduced to a
+fixed random subset of at most ``max_features`` elements (the same subset at every step), so a
+100-step run of the policy model keeps 100 x 4096 floats per unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import api
+from .adapters import find_units, model_fingerprint, resolve
+from .config import CacheConfig, register_method, spec
+from .methods.bac import BACConfig
+from .methods.bac_schedule import (acs_schedule, bubbling_union, similarity_matrix, top_volatile, volatility)
+from .methods.base import CacheMethod, UnitContext
+
+
+@dataclass(frozen=True)
+class _RecordConfig(CacheConfig):
+    """Internal: compute every unit and record its output (calibration only).
+
+    Args:
+        max_features: elements kept per unit output (a fixed random subset).
+        seed: seed of that subset.
+    """
+
+    method = "_record"
+    max_features: int = spec(4096, lo=1)
+    seed: int = spec(0, lo=0)
+
+
+@register_method(_RecordConfig)
+class _Recorder(CacheMethod):
+    granularity = "unit"
+
+    def __init__(self, config: _RecordConfig) -> None:
+        super().__init__(config)
+        self.runs: list[dict[int, dict[int, np.ndarray]]] = []  # run -> unit -> step -> features
+        self._index: dict[int, torch.Tensor] = {}
+        self._last_step = None
+
+    def decide(self, ctx: UnitContext) -> bool:
+        return True
+
+    def observe(self, ctx: UnitContext, out: Any) -> None:
+        if not ctx.leader:
+            return  # one branch is enough to see how a unit's output drifts
+        x = out[0] if isinstance(out, tuple) else out
+        flat = x.detach().reshape(-1)
+        idx = self._index.get(ctx.segment)
+        if idx is None or idx.numel() > flat.numel() or int(idx.max()) >= flat.numel():
+            g = torch.Generator().manual_seed(self.config.seed + ctx.segment)
+            n = min(self.config.max_features, flat.numel())
+            idx = self._index[ctx.segment] = torch.randperm(flat.numel(), generator=g)[:n].to(flat.device)
+        if ctx.step == 0 and ctx.segment == 0:
+            self.runs.append({})
+        self.runs[-1].setdefault(ctx.segment, {})[ctx.step] = flat[idx].float().cpu().numpy()
+
+
+@dataclass
+class Calibration:
+    """A calibrated plan and what it was made from."""
+
+    config: BACConfig
+    volatility: dict[str, float]
+    selected: list[str]
+    updates: int
+    top_n: int
+    metric: str
+    runs: int
+
+
+def calibrate_bac(target: Any, runs: Iterable[Callable[[], Any]], *, updates: int, top_n: int = 4,
+                  metric: str = "cosine", max_features: int = 4096, force_last: bool = True,
+                  progress: Any = None) -> Calibration:
+    """Run each callable (one generation each) with full compute, recording unit outputs; return
+    the BAC plan. ``target`` must not have cachekit applied."""
+    resolved = resolve(target)
+    units = find_units(resolved.blocks)
+    api.apply(target, _RecordConfig(max_features=max_features))
+    try:
+        recorder = api._session(api.find_model(target)[0]).method
+        for run in runs:
+            run()
+            if progress is not None:
+                progress.update(1)
+    finally:
+        api.remove(target)
+    if not recorder.runs:
+        raise ValueError("calibration recorded nothing: the runs never called the model")
+    n_steps = {len(r[0]) for r in recorder.runs}
+    if len(n_steps) != 1:
+        raise ValueError(f"calibration runs have different step counts {sorted(n_steps)}; use one --steps")
+    T = n_steps.pop()
+    names = [u.name for u in units]
+    sims, vols = {}, {}
+    for k, name in enumerate(names):
+        feats = [np.stack([r[k][t] for t in range(T)]) for r in recorder.runs]
+        sims[name] = np.mean([similarity_matrix(f, metric) for f in feats], axis=0)
+        vols[name] = float(np.mean([volatility(f) for f in feats]))
+    plans = {n: acs_schedule(sims[n], updates, force_last=force_last) for n in names}
+    selected = top_volatile(vols, top_n)
+    plans = bubbling_union(plans, {u.name: u.layer for u in units}, {u.name: u.kind == "ffn" for u in units},
+                           selected)
+    cfg = BACConfig(plan=plans, num_steps=T, model=model_fingerprint(resolved.model))
+    return Calibration(cfg, vols, selected, updates, top_n, metric, len(recorder.runs))
