@@ -1,4 +1,4 @@
-"""The ``cachekit`` command: demo, eval, sweep, tune.
+"""The ``cachekit`` command: demo, eval, sweep, tune, calibrate.
 
 Every command has ``--help``; bad input exits with status 2 and one line on stderr naming it.
 """
@@ -10,6 +10,7 @@ import shlex
 import sys
 from typing import Any, Sequence
 
+import numpy as np
 import yaml
 
 from .config import CacheConfig, ConfigError, config_classes
@@ -142,6 +143,39 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .adapters import find_model
+    from .calibration import calibrate_bac
+    from .evaluation import load_workload
+    from .evaluation.runner import environment
+    from .recipe import save_recipe
+
+    if args.metric not in ("cosine", "l1", "mse"):
+        raise CLIError(f"--metric must be cosine, l1 or mse, got {args.metric!r}")
+    workload = load_workload(args.model, args.steps)
+    inputs = _inputs(args, "", workload)
+    chunks = [inputs[i:i + args.batch_size] for i in range(0, len(inputs), args.batch_size)]
+    runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in args.seeds for c in chunks]
+    with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
+        cal = calibrate_bac(workload.target, runs, updates=args.updates, top_n=args.top_n, metric=args.metric,
+                            progress=bar)
+    env = environment(args.command_line)
+    model_cls = type(find_model(workload.target)[0]).__name__
+    measured = {"calibration": {"updates": args.updates, "top_n": args.top_n, "metric": args.metric,
+                                "inputs": [str(i) for i in inputs], "seeds": list(args.seeds), "runs": cal.runs,
+                                "bubbled_units": cal.selected},
+                "steps": cal.config.num_steps, "model": workload.name, "device": env["device"]}
+    save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
+                source=f"calibrated by `{args.command_line}` ({env['device']})",
+                notes="BAC plan: Adaptive Caching Scheduler per unit + Bubbling Union (arXiv 2506.13456)")
+    frac = float(np.mean([len(s) for _, s in cal.config.plan])) / cal.config.num_steps
+    print(f"wrote {args.out}: {len(cal.config.plan)} units, {cal.config.num_steps} steps, mean recompute "
+          f"fraction {frac:.3f}; bubbled: {', '.join(cal.selected)}")
+    return 0
+
+
 def _recipe_for(workload: Any) -> str:
     from .adapters import find_model
     from .recipe import recipe_for_model
@@ -202,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="tuned.yaml", help="recipe to write (default: %(default)s)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_tune)
+
+    c = sub.add_parser("calibrate", help="BAC: record unit outputs on calibration inputs, write a plan recipe",
+                       description="Full-compute runs on calibration inputs record every sub-block unit's output "
+                                   "(self-attention, cross-attention, FFN) at every step; the Adaptive Caching "
+                                   "Scheduler picks --updates recompute steps per unit and Bubbling Union adds the "
+                                   "later FFNs' steps to the --top-n most volatile units. Writes a BAC recipe.")
+    _model_args(c, out="bac.yaml", repeats=1)
+    c.add_argument("--updates", type=_positive_int, default=10, help="recompute steps per unit, M (default: %(default)s)")
+    c.add_argument("--top-n", type=int, default=4, help="units given Bubbling Union (default: %(default)s)")
+    c.add_argument("--metric", default="cosine", help="cosine (default), l1 or mse")
+    c.set_defaults(func=_cmd_calibrate)
     return ap
 
 

@@ -166,3 +166,19 @@ def test_two_process_accelerate_run_matches_single_process(tmp_path):
     assert two["speed"]["processes"] == 2 and len(two["speed"]["per_process"]) == 2
     assert two["quality"]["psnr"] == pytest.approx(one["quality"]["psnr"], rel=1e-6)   # same samples, same order
     assert two["speed"]["computed_fraction"] == pytest.approx(one["speed"]["computed_fraction"])
+
+
+def test_calibrate_writes_bac_recipe_that_applies(tmp_path, capsys):
+    import cachekit
+    from cli_models import tiny_dit
+    out = tmp_path / "bac.yaml"
+    code = main(["calibrate", "--model", "cli_models:tiny_dit", "--labels", "1,2", "--seeds", "0,1", "--updates", "3",
+                 "--top-n", "1", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    r = cachekit.load_recipe(out)
+    assert r.config.method == "bac" and r.config.num_steps == 6 and r.measured["calibration"]["runs"] == 2
+    assert {n.split(".")[-1] for n, _ in r.config.plan} == {"self_attn", "ffn"}   # DiT blocks: no cross-attention
+    w = tiny_dit()
+    cachekit.apply(w.target, out)
+    w.generate([1, 2], 0)
+    assert cachekit.stats(w.target).computed_fraction < 1.0
