@@ -152,8 +152,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .evaluation.runner import environment
     from .recipe import save_recipe
 
-    if args.metric not in ("cosine", "l1", "mse"):
-        raise CLIError(f"--metric must be cosine, l1 or mse, got {args.metric!r}")
     workload = load_workload(args.model, args.steps)
     inputs = _inputs(args, "", workload)
     chunks = [inputs[i:i + args.batch_size] for i in range(0, len(inputs), args.batch_size)]
@@ -190,6 +188,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluation.tune import __doc__ as tune_doc
+
     ap = argparse.ArgumentParser(prog="cachekit", description="Training-free caching for diffusion transformers.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -218,9 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sweep)
 
     t = sub.add_parser("tune", help="fastest settings meeting a quality target, written as a recipe",
-                       description=__import__("cachekit.evaluation.tune", fromlist=["x"]).__doc__,
+                       description=tune_doc,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--model", required=True, help="as for eval")
+    _model_args(t, out="tuned.yaml", repeats=3, inputs=False)
     t.add_argument("--methods", default="easycache,fixed_interval", help="methods to search (default: %(default)s)")
     t.add_argument("--target-psnr", type=float, help="minimum mean PSNR vs uncached, dB")
     t.add_argument("--max-ssim-drop", type=float, help="maximum 1 - mean SSIM vs uncached")
@@ -230,11 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--calib-seeds", type=_int_list, default=[0], help="calibration seeds (default: 0)")
     t.add_argument("--holdout-seeds", type=_int_list, default=[1], help="held-out seeds (default: 1); "
                    "held-out inputs default to the calibration inputs with these seeds")
-    t.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
-    t.add_argument("--batch-size", type=_positive_int, default=10, help="inputs per pipeline call (default: %(default)s)")
-    t.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats in validation (default: %(default)s)")
-    t.add_argument("--out", default="tuned.yaml", help="recipe to write (default: %(default)s)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_tune)
 
     c = sub.add_parser("calibrate", help="BAC: record unit outputs on calibration inputs, write a plan recipe",
@@ -242,24 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(self-attention, cross-attention, FFN) at every step; the Adaptive Caching "
                                    "Scheduler picks --updates recompute steps per unit and Bubbling Union adds the "
                                    "later FFNs' steps to the --top-n most volatile units. Writes a BAC recipe.")
-    _model_args(c, out="bac.yaml", repeats=1)
+    _model_args(c, out="bac.yaml", repeats=None)
     c.add_argument("--updates", type=_positive_int, default=10, help="recompute steps per unit, M (default: %(default)s)")
     c.add_argument("--top-n", type=int, default=4, help="units given Bubbling Union (default: %(default)s)")
-    c.add_argument("--metric", default="cosine", help="cosine (default), l1 or mse")
+    c.add_argument("--metric", choices=("cosine", "l1", "mse"), default="cosine", help="similarity (default: %(default)s)")
     c.set_defaults(func=_cmd_calibrate)
     return ap
 
 
-def _model_args(p: argparse.ArgumentParser, out: str, repeats: int) -> None:
+def _model_args(p: argparse.ArgumentParser, out: str, repeats: int | None, inputs: bool = True) -> None:
+    """--model, inputs (unless the command has its own), and the run options shared by commands."""
     p.add_argument("--model", required=True,
                    help="reference model (digits), a diffusers folder, a cached Hub id, or module:function")
-    p.add_argument("--prompts", help="prompts file, one per line")
-    p.add_argument("--labels", type=_int_list, help="class labels, e.g. 0,1,2 (class-conditional models)")
-    p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default: 0)")
+    if inputs:
+        p.add_argument("--prompts", help="prompts file, one per line")
+        p.add_argument("--labels", type=_int_list, help="class labels, e.g. 0,1,2 (class-conditional models)")
+        p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default: 0)")
     p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--batch-size", type=_positive_int, default=10, help="inputs per pipeline call (default: %(default)s)")
-    p.add_argument("--repeats", type=_positive_int, default=repeats, help="timed repeats (default: %(default)s)")
-    p.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    if repeats is not None:
+        p.add_argument("--repeats", type=_positive_int, default=repeats, help="timed repeats (default: %(default)s)")
+    p.add_argument("--out", default=out, help="output (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
