@@ -71,6 +71,16 @@ def config_from_args(args: argparse.Namespace, default_recipe: str | None = None
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate, load_workload
 
+    if args.model == "policy":
+        from .evaluation.policy import evaluate_policy, markdown
+
+        config = config_from_args(args, default_recipe="policy")
+        rep = evaluate_policy(config, episodes=args.episodes, seed=args.seeds[0], repeats=args.repeats,
+                              out_dir=args.out, command=args.command_line)
+        print(markdown(rep))
+        print(f"wrote {args.out}/report.json, report.md")
+        return 0
+
     workload = load_workload(args.model, args.steps)
     config = config_from_args(args, default_recipe=None if args.recipe or args.method else _recipe_for(workload))
     rep = evaluate(workload, config, _inputs(args, "", workload), args.seeds, batch_size=args.batch_size, repeats=args.repeats,
@@ -152,10 +162,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .evaluation.runner import environment
     from .recipe import save_recipe
 
-    workload = load_workload(args.model, args.steps)
-    inputs = _inputs(args, "", workload)
-    chunks = [inputs[i:i + args.batch_size] for i in range(0, len(inputs), args.batch_size)]
-    runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in args.seeds for c in chunks]
+    if args.model == "policy":
+        workload, runs, inputs = _policy_calibration(args)
+    else:
+        workload = load_workload(args.model, args.steps)
+        inputs = _inputs(args, "", workload)
+        chunks = [inputs[i:i + args.batch_size] for i in range(0, len(inputs), args.batch_size)]
+        runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in args.seeds for c in chunks]
     with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
         cal = calibrate_bac(workload.target, runs, updates=args.updates, top_n=args.top_n, metric=args.metric,
                             progress=bar)
@@ -172,6 +185,24 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(cal.config.plan)} units, {cal.config.num_steps} steps, mean recompute "
           f"fraction {frac:.3f}; bubbled: {', '.join(cal.selected)}")
     return 0
+
+
+def _policy_calibration(args: argparse.Namespace) -> tuple[Any, list, list]:
+    """Calibration runs for the reference policy: predictions on observation histories met by the
+    uncached policy in closed loop (episode seeds from --seeds; --batch-size histories per run)."""
+    import torch
+
+    from .evaluation.policy import load_reference_policy, rollout_observations
+    from .evaluation.workloads import Workload
+
+    policy = load_reference_policy()
+    obs = [o for s in args.seeds for o in rollout_observations(policy, episodes=args.episodes, seed=s)]
+    obs = torch.cat(obs)
+    batches = [obs[i:i + args.batch_size] for i in range(0, len(obs), args.batch_size)]
+    runs = [(lambda b=b, k=k: policy.predict_action(b, generator=torch.Generator().manual_seed(k)))
+            for k, b in enumerate(batches)]
+    workload = Workload("policy", "policy", policy, lambda *_: None, [], policy.cfg.num_inference_steps)
+    return workload, runs, [f"{len(obs)} observation histories from episodes with seeds {list(args.seeds)}"]
 
 
 def _recipe_for(workload: Any) -> str:
@@ -206,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs a model uncached and cached with identical seeds; reports speed "
                                    "(median of alternating repeats) and quality (PSNR, SSIM, LPIPS if available).")
     _model_args(e, out="cachekit-eval", repeats=3)
+    e.add_argument("--episodes", type=_positive_int, default=50,
+                   help="closed-loop episodes for --model policy (seeds from --seeds' first value; default: %(default)s)")
     add_config_args(e)
     e.set_defaults(func=_cmd_eval)
 
@@ -241,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--updates", type=_positive_int, default=10, help="recompute steps per unit, M (default: %(default)s)")
     c.add_argument("--top-n", type=int, default=4, help="units given Bubbling Union (default: %(default)s)")
     c.add_argument("--metric", choices=("cosine", "l1", "mse"), default="cosine", help="similarity (default: %(default)s)")
+    c.add_argument("--episodes", type=_positive_int, default=5,
+                   help="--model policy: closed-loop episodes per seed whose observations calibrate (default: %(default)s)")
     c.set_defaults(func=_cmd_calibrate)
     return ap
 
@@ -248,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _model_args(p: argparse.ArgumentParser, out: str, repeats: int | None, inputs: bool = True) -> None:
     """--model, inputs (unless the command has its own), and the run options shared by commands."""
     p.add_argument("--model", required=True,
-                   help="reference model (digits), a diffusers folder, a cached Hub id, or module:function")
+                   help="reference model (digits, policy), a diffusers folder, a cached Hub id, or module:function")
     if inputs:
         p.add_argument("--prompts", help="prompts file, one per line")
         p.add_argument("--labels", type=_int_list, help="class labels, e.g. 0,1,2 (class-conditional models)")

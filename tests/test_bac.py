@@ -114,3 +114,19 @@ def test_calibrate_recipe_apply_round_trip(tmp_path):
     out = denoise(m, seed=5)
     assert cachekit.stats(m).computed_fraction < 0.7
     assert torch.allclose(out, ref, atol=0.5) and not torch.equal(out, ref)
+
+
+def test_policy_wrapper_is_found_and_its_scheduler_starts_generations():
+    from toy import PolicyWrapper
+    torch.manual_seed(0)
+    w = PolicyWrapper().eval()
+    ref = w.predict(seed=3)
+    cachekit.apply(w, cachekit.FixedIntervalConfig(interval=3, warmup=1, final_steps=1))
+    out = w.predict(seed=3)
+    s = cachekit.stats(w)
+    assert s.num_steps == 10 and s.steps.tolist() == list(range(10))      # from scheduler.set_timesteps
+    assert s.block_names[0] == "decoder.layers.0"                        # relative to w.model
+    assert 0 < s.computed_fraction < 1 and not torch.equal(out, ref)
+    cachekit.remove(w)
+    assert "set_timesteps" not in vars(w.scheduler) and "forward" not in vars(w.model)
+    assert torch.equal(w.predict(seed=3), ref)

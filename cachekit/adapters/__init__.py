@@ -36,11 +36,30 @@ def _is_pipeline(obj: Any) -> bool:
     return not isinstance(obj, nn.Module) and isinstance(getattr(obj, "components", None), dict)
 
 
+def _denoiser(module: nn.Module) -> nn.Module:
+    """The module called once per denoising step inside ``module``: itself when its class has a
+    registered layout; else the one submodule that has; else the innermost module around the single
+    block list whose forward takes a ``timestep`` (a policy wrapper's ``.model``); else itself."""
+    if qualname(module) in KNOWN_LAYOUTS:
+        return module
+    known = [m for m in module.modules() if qualname(m) in KNOWN_LAYOUTS]
+    if len(known) == 1:
+        return known[0]
+    cands = _candidate_lists(module)
+    if len(cands) == 1:
+        parts = cands[0][0].split(".")
+        for k in range(len(parts) - 1, -1, -1):
+            anc = module.get_submodule(".".join(parts[:k]))
+            if "timestep" in inspect.signature(anc.forward).parameters:
+                return anc
+    return module
+
+
 def find_model(target: Any) -> tuple[nn.Module, Any]:
     """(model, pipeline or None). A pipeline's model is its ``transformer`` component, else the
-    one component with a registered layout."""
+    one component with a registered layout. A module's model: see ``_denoiser``."""
     if isinstance(target, nn.Module):
-        return target, None
+        return _denoiser(target), None
     if not _is_pipeline(target):
         raise UnsupportedModelError(
             f"cachekit.apply needs a diffusers pipeline or a torch.nn.Module, got {type(target).__name__}")
@@ -101,7 +120,10 @@ def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
         blocks += [(f"{path}.{j}", m, layout.io_for(k)) for j, m in enumerate(lst)]
     if not blocks:
         raise UnsupportedModelError(f"{type(model).__name__}: the block lists {layout.block_lists} are empty")
-    scheduler = getattr(pipe, "scheduler", None) if pipe is not None else None
+    # A pipeline's scheduler, or a policy wrapper's: its set_timesteps starts each generation.
+    scheduler = getattr(pipe if pipe is not None else target, "scheduler", None)
+    if not callable(getattr(scheduler, "set_timesteps", None)):
+        scheduler = None
     return Resolved(model, layout, tuple(blocks), scheduler, pipe)
 
 
