@@ -78,13 +78,27 @@ class Calibration:
     runs: int
 
 
-def calibrate_bac(target: Any, runs: Iterable[Callable[[], Any]], *, updates: int, top_n: int = 4,
-                  metric: str = "cosine", max_features: int = 4096, force_last: bool = True,
-                  progress: Any = None) -> Calibration:
-    """Run each callable (one generation each) with full compute, recording unit outputs; return
-    the BAC plan. ``target`` must not have cachekit applied."""
+@dataclass
+class Recording:
+    """Unit outputs (subsampled) at every step of each calibration run."""
+
+    units: list
+    runs: list[dict[int, dict[int, np.ndarray]]]
+    fingerprint: str
+
+    @property
+    def num_steps(self) -> int:
+        n_steps = {len(r[0]) for r in self.runs}
+        if len(n_steps) != 1:
+            raise ValueError(f"calibration runs have different step counts {sorted(n_steps)}; use one --steps")
+        return n_steps.pop()
+
+
+def record_units(target: Any, runs: Iterable[Callable[[], Any]], *, max_features: int = 4096,
+                 progress: Any = None) -> Recording:
+    """Run each callable (one generation each) with full compute, recording every unit's output.
+    ``target`` must not have cachekit applied."""
     resolved = resolve(target)
-    units = find_units(resolved.blocks)
     api.apply(target, _RecordConfig(max_features=max_features))
     try:
         recorder = api._session(api.find_model(target)[0]).method
@@ -96,19 +110,30 @@ def calibrate_bac(target: Any, runs: Iterable[Callable[[], Any]], *, updates: in
         api.remove(target)
     if not recorder.runs:
         raise ValueError("calibration recorded nothing: the runs never called the model")
-    n_steps = {len(r[0]) for r in recorder.runs}
-    if len(n_steps) != 1:
-        raise ValueError(f"calibration runs have different step counts {sorted(n_steps)}; use one --steps")
-    T = n_steps.pop()
-    names = [u.name for u in units]
+    return Recording(find_units(resolved.blocks), recorder.runs, model_fingerprint(resolved.model))
+
+
+def plan_bac(rec: Recording, *, updates: int, top_n: int = 4, metric: str = "cosine",
+             force_last: bool = True) -> Calibration:
+    """The BAC plan for a recording: ACS per unit, Bubbling Union for the top-n volatile units."""
+    T = rec.num_steps
+    names = [u.name for u in rec.units]
     sims, vols = {}, {}
     for k, name in enumerate(names):
-        feats = [np.stack([r[k][t] for t in range(T)]) for r in recorder.runs]
+        feats = [np.stack([r[k][t] for t in range(T)]) for r in rec.runs]
         sims[name] = np.mean([similarity_matrix(f, metric) for f in feats], axis=0)
         vols[name] = float(np.mean([volatility(f) for f in feats]))
     plans = {n: acs_schedule(sims[n], updates, force_last=force_last) for n in names}
     selected = top_volatile(vols, top_n)
-    plans = bubbling_union(plans, {u.name: u.layer for u in units}, {u.name: u.kind == "ffn" for u in units},
-                           selected)
-    cfg = BACConfig(plan=plans, num_steps=T, model=model_fingerprint(resolved.model))
-    return Calibration(cfg, vols, selected, updates, top_n, metric, len(recorder.runs))
+    plans = bubbling_union(plans, {u.name: u.layer for u in rec.units},
+                           {u.name: u.kind == "ffn" for u in rec.units}, selected)
+    cfg = BACConfig(plan=plans, num_steps=T, model=rec.fingerprint)
+    return Calibration(cfg, vols, selected, updates, top_n, metric, len(rec.runs))
+
+
+def calibrate_bac(target: Any, runs: Iterable[Callable[[], Any]], *, updates: int, top_n: int = 4,
+                  metric: str = "cosine", max_features: int = 4096, force_last: bool = True,
+                  progress: Any = None) -> Calibration:
+    """``record_units`` then ``plan_bac``."""
+    rec = record_units(target, runs, max_features=max_features, progress=progress)
+    return plan_bac(rec, updates=updates, top_n=top_n, metric=metric, force_last=force_last)
