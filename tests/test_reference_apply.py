@@ -1,0 +1,51 @@
+"""cachekit on the shipped reference models (a few steps each: plumbing, not quality)."""
+
+import json
+
+import pytest
+import torch
+
+import cachekit
+
+
+def test_digits_pipeline_with_cache(tmp_path):
+    from cachekit.reference import load_digits_pipeline
+    pipe = load_digits_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(class_labels=[1, 7], num_inference_steps=6, output_type="pt")
+    ref = pipe(**kw, generator=torch.Generator().manual_seed(0)).images
+    cachekit.apply(pipe, cachekit.FixedIntervalConfig(interval=2, warmup=1, final_steps=1))
+    out = pipe(**kw, generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == ref.shape == (2, 1, 8, 8)
+    assert cachekit.stats(pipe).computed_fraction == pytest.approx(4 / 6)
+    cachekit.remove(pipe)
+    assert torch.equal(pipe(**kw, generator=torch.Generator().manual_seed(0)).images, ref)
+
+
+def test_policy_with_bac_plan():
+    from cachekit.reference.policy import load_policy
+    policy = load_policy()
+    obs = torch.rand(2, 2, policy.cfg.obs_dim)
+    ref = policy.predict_action(obs, generator=torch.Generator().manual_seed(0), num_inference_steps=10)
+    units = [f"decoder.layers.{i}.{k}" for i in range(len(policy.model.decoder.layers))
+             for k in ("self_attn", "cross_attn", "ffn")]
+    plan = {u: [0, 3, 6, 9] if u.endswith("ffn") else list(range(10)) for u in units}
+    cachekit.apply(policy, cachekit.BACConfig(plan=plan, num_steps=10))
+    out = policy.predict_action(obs, generator=torch.Generator().manual_seed(0), num_inference_steps=10)
+    s = cachekit.stats(policy)
+    assert s.num_steps == 10 and s.computed_fraction == pytest.approx((2 * 10 + 4) / 30)
+    assert out.shape == ref.shape and not torch.equal(out, ref)
+    with pytest.raises(cachekit.ConfigError, match="calibrated for 10 steps; this generation has 100"):
+        policy.predict_action(obs)
+    cachekit.remove(policy)
+
+
+def test_demo_writes_table_and_plots(tmp_path, capsys):
+    from cachekit.demo import run_demo
+    assert run_demo(out=str(tmp_path), steps=4, repeats=1, recipe="dit") == 0
+    text = capsys.readouterr().out
+    assert "class recognised" in text and "speedup" in text
+    rep = json.loads((tmp_path / "report.json").read_text())
+    rec = rep["extra"]["class recognition"]
+    assert 0 <= rec["cached"] <= 1 and 0 <= rec["uncached"] <= 1
+    assert (tmp_path / "samples.png").stat().st_size > 0 and (tmp_path / "plan.png").stat().st_size > 0
