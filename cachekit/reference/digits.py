@@ -88,7 +88,7 @@ DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
 
 DEFAULT_SAMPLING: dict[str, Any] = {
     "num_inference_steps": 50,
-    "guidance_scale": 4.0,
+    "guidance_scale": 2.0,
     "default_class_labels": DEFAULT_CLASS_LABELS,
     "image_size": 8,
     "pixel_range": [-1.0, 1.0],

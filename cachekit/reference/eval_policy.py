@@ -1,4 +1,8 @@
-"""Closed-loop evaluation of the reference PushT diffusion policy (gym-pusht, state observations).
+"""Closed-loop evaluation of the reference diffusion policy.
+
+Two tasks: ``pointmass`` (the shipped policy: :class:`PointMassEnv`, numpy only, 60 steps max) and
+``pusht`` (gym-pusht with state observations, 300 steps max; needs ``pip install gym-pusht``). The task
+is read from the policy's config.
 
     python -m cachekit.reference.eval_policy --episodes 50 --json eval.json
 
@@ -9,8 +13,8 @@ From Python, with anything done to ``policy.model`` beforehand (e.g. ``cachekit.
 
 Episodes are run in lock-step batches: one ``predict_action`` call serves every still-running episode of
 the batch (same observation history of 2 steps, the first observation repeated at reset, as in Diffusion
-Policy). Each episode lasts at most 300 env steps; success = goal coverage > 0.95 (the env terminates);
-score = the episode's maximum coverage. Results depend on ``seed`` and on ``batch_size`` (the sampling
+Policy). PushT: at most 300 env steps; success = goal coverage > 0.95 (the env terminates); score = the
+episode's maximum coverage. Point mass: see :class:`PointMassEnv`. Results depend on ``seed`` and on ``batch_size`` (the sampling
 noise of a batch comes from one seeded generator).
 """
 
@@ -31,14 +35,115 @@ MAX_STEPS = 300
 SUCCESS_THRESHOLD = 0.95
 
 
-def make_env():
-    """A headless gym-pusht env with state observations (the unwrapped ``PushTEnv``: episodes are capped
-    by this module, not by a TimeLimit wrapper)."""
+class PointMassEnv:
+    """2-D point mass that must reach a goal on the far side of a round obstacle (numpy only).
+
+    Arena [0, 1]^2; obstacle: disc at (0.5, 0.5), radius 0.15 (touching it, with the agent's radius
+    0.02, ends the episode as a failure); start x ~ U(0.35, 0.65), y ~ U(0.05, 0.15); goal x ~ U(0.3, 0.7),
+    y ~ U(0.85, 0.92). Observation ``[x, y, goal_x, goal_y]``; action: absolute target position, the agent
+    moves straight toward it by at most 0.04 per step. Success: within 0.04 of the goal (episode ends).
+    ``info["score"]``: progress, 1 - (closest distance to the goal so far) / (initial distance), clipped
+    to [0, 1] (1 on success). Demonstrations go around the obstacle on the left or the right (multimodal).
+    """
+
+    OBST, R_OBST, R_AGENT, R_GOAL, MAX_SPEED = (0.5, 0.5), 0.15, 0.02, 0.04, 0.04
+
+    def __init__(self):
+        self.pos = np.zeros(2)
+        self.goal = np.zeros(2)
+
+    def reset(self, seed=None):
+        rng = np.random.default_rng(seed)
+        self.pos = np.array([rng.uniform(0.35, 0.65), rng.uniform(0.05, 0.15)])
+        self.goal = np.array([rng.uniform(0.3, 0.7), rng.uniform(0.85, 0.92)])
+        self.d0 = float(np.linalg.norm(self.goal - self.pos))
+        self.best = self.d0
+        return self._obs(), {}
+
+    def _obs(self):
+        return np.concatenate([self.pos, self.goal]).astype(np.float64)
+
+    def initial_score(self):
+        return 0.0
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, dtype=np.float64)[:2], 0.0, 1.0)
+        d = a - self.pos
+        n = float(np.linalg.norm(d))
+        if n > self.MAX_SPEED:
+            d *= self.MAX_SPEED / n
+        # collision check along the move (a few sub-points)
+        hit = False
+        for f in (0.25, 0.5, 0.75, 1.0):
+            if np.linalg.norm(self.pos + f * d - np.array(self.OBST)) < self.R_OBST + self.R_AGENT:
+                hit = True
+                self.pos = self.pos + (f - 0.25) * d
+                break
+        if not hit:
+            self.pos = np.clip(self.pos + d, 0.0, 1.0)
+        dist = float(np.linalg.norm(self.goal - self.pos))
+        self.best = min(self.best, dist)
+        success = (not hit) and dist < self.R_GOAL
+        score = 1.0 if success else float(np.clip(1 - self.best / self.d0, 0.0, 1.0))
+        info = {"is_success": success, "collision": hit, "score": score}
+        return self._obs(), float(success), bool(success or hit), False, info
+
+    def close(self):
+        pass
+
+
+class _PushTAdapter:
+    """gym-pusht's PushTEnv with ``initial_score`` and ``info["score"]`` (= coverage)."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __getattr__(self, k):
+        return getattr(self.env, k)
+
+    def reset(self, seed=None):
+        return self.env.reset(seed=seed)
+
+    def initial_score(self):
+        return float(self.env._get_coverage())
+
+    def step(self, a):
+        o, r, term, trunc, info = self.env.step(np.asarray(a, dtype=np.float64))
+        info["score"] = float(info["coverage"])
+        return o, r, term, trunc, info
+
+    def close(self):
+        self.env.close()
+
+
+TASKS = {
+    # name: (max episode steps, action range for the random baseline)
+    "pointmass": (60, (0.0, 1.0)),
+    "pusht": (MAX_STEPS, (0.0, 512.0)),
+}
+
+
+def make_env(task: str = "pusht"):
+    """``"pusht"``: a headless gym-pusht env with state observations (the unwrapped ``PushTEnv``:
+    episodes are capped by this module, not by a TimeLimit wrapper). ``"pointmass"``: :class:`PointMassEnv`."""
+    if task == "pointmass":
+        return PointMassEnv()
+    if task != "pusht":
+        raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     import gymnasium as gym
     import gym_pusht  # noqa: F401  (registers the env)
 
     return gym.make("gym_pusht/PushT-v0", obs_type="state", disable_env_checker=True).unwrapped
+
+
+def make_task_env(task: str):
+    env = make_env(task)
+    return _PushTAdapter(env) if task == "pusht" else env
+
+
+def policy_task(policy) -> str:
+    return policy.cfg.extra.get("task_name", "pusht") if isinstance(policy.cfg.extra, dict) else "pusht"
 
 
 def summarize(successes, scores) -> dict:
@@ -63,15 +168,15 @@ def summarize(successes, scores) -> dict:
         "success_rate": p,
         "success_rate_ci95": wil,
         "success_rate_std": float(s.std(ddof=1)) if n > 1 else 0.0,
-        "mean_max_coverage": m,
-        "max_coverage_std": sd,
-        "mean_max_coverage_ci95": [m - z * se, m + z * se],
-        "per_episode_max_coverage": [round(float(x), 4) for x in c],
+        "mean_max_score": m,
+        "max_score_std": sd,
+        "mean_max_score_ci95": [m - z * se, m + z * se],
+        "per_episode_max_score": [round(float(x), 4) for x in c],
         "per_episode_success": [bool(x) for x in s],
     }
 
 
-def evaluate(policy, episodes: int = 50, seed: int = 0, max_steps: int = MAX_STEPS,
+def evaluate(policy, episodes: int = 50, seed: int = 0, max_steps: int | None = None,
              batch_size: int | None = None, num_inference_steps: int | None = None,
              before_predict=None, progress: bool = False) -> dict:
     """Run ``episodes`` closed-loop PushT episodes with env seeds ``seed .. seed+episodes-1``.
@@ -81,6 +186,8 @@ def evaluate(policy, episodes: int = 50, seed: int = 0, max_steps: int = MAX_STE
     call (e.g. to reset a cache). Returns :func:`summarize`'s dict plus timing fields.
     """
     cfg = policy.cfg
+    task = policy_task(policy)
+    max_steps = TASKS[task][0] if max_steps is None else int(max_steps)
     batch_size = episodes if batch_size is None else int(batch_size)
     successes, scores, lengths = [], [], []
     n_calls, t_pred = 0, 0.0
@@ -88,12 +195,12 @@ def evaluate(policy, episodes: int = 50, seed: int = 0, max_steps: int = MAX_STE
     for b0 in range(0, episodes, batch_size):
         seeds = list(range(seed + b0, seed + min(episodes, b0 + batch_size)))
         gen = torch.Generator().manual_seed(seed * 1_000_003 + b0)
-        envs = [make_env() for _ in seeds]
+        envs = [make_task_env(task) for _ in seeds]
         obs = [e.reset(seed=s)[0] for e, s in zip(envs, seeds)]
         hist = [[o] * cfg.n_obs_steps for o in obs]
         done = [False] * len(envs)
         succ = [False] * len(envs)
-        maxcov = [float(e._get_coverage()) for e in envs]
+        maxcov = [e.initial_score() for e in envs]
         steps = [0] * len(envs)
         while not all(done):
             idx = [i for i, d in enumerate(done) if not d]
@@ -109,8 +216,8 @@ def evaluate(policy, episodes: int = 50, seed: int = 0, max_steps: int = MAX_STE
                     o, _, term, _, info = envs[i].step(a.astype(np.float64))
                     hist[i].append(o)
                     steps[i] += 1
-                    maxcov[i] = max(maxcov[i], float(info["coverage"]))
-                    if term:
+                    maxcov[i] = max(maxcov[i], float(info["score"]))
+                    if info["is_success"]:
                         succ[i] = True
                     if term or steps[i] >= max_steps:
                         done[i] = True
@@ -126,7 +233,7 @@ def evaluate(policy, episodes: int = 50, seed: int = 0, max_steps: int = MAX_STE
         lengths += steps
     out = summarize(successes, scores)
     out.update({
-        "policy": "diffusion_policy", "seed": seed, "max_steps": max_steps, "batch_size": batch_size,
+        "policy": "diffusion_policy", "task": task, "seed": seed, "max_steps": max_steps, "batch_size": batch_size,
         "num_inference_steps": num_inference_steps or cfg.num_inference_steps,
         "mean_episode_length": float(np.mean(lengths)),
         "predict_action_calls": n_calls, "predict_action_total_s": t_pred,
@@ -135,39 +242,42 @@ def evaluate(policy, episodes: int = 50, seed: int = 0, max_steps: int = MAX_STE
     return out
 
 
-def evaluate_baseline(kind: str, episodes: int = 50, seed: int = 0, max_steps: int = MAX_STEPS) -> dict:
+def evaluate_baseline(kind: str, episodes: int = 50, seed: int = 0, max_steps: int | None = None,
+                      task: str = "pusht") -> dict:
     """``kind="random"``: a uniformly random target in [0, 512]^2 every step (seeded);
     ``kind="noop"``: the target is the agent's current position (it stays put)."""
+    max_steps = TASKS[task][0] if max_steps is None else int(max_steps)
+    lo, hi = TASKS[task][1]
     rng = np.random.default_rng(seed)
     successes, scores = [], []
     for s in range(seed, seed + episodes):
-        env = make_env()
+        env = make_task_env(task)
         obs, _ = env.reset(seed=s)
-        best, ok = float(env._get_coverage()), False
+        best, ok = env.initial_score(), False
         for _ in range(max_steps):
             if kind == "random":
-                a = rng.uniform(0, 512, size=2)
+                a = rng.uniform(lo, hi, size=2)
             elif kind == "noop":
                 a = np.asarray(obs[:2], dtype=np.float64)
             else:
                 raise ValueError(kind)
             obs, _, term, _, info = env.step(a)
-            best = max(best, float(info["coverage"]))
+            best = max(best, float(info["score"]))
+            ok = ok or bool(info["is_success"])
             if term:
-                ok = True
                 break
         env.close()
         successes.append(ok)
         scores.append(best)
     out = summarize(successes, scores)
-    out.update({"policy": kind, "seed": seed, "max_steps": max_steps})
+    out.update({"policy": kind, "task": task, "seed": seed, "max_steps": max_steps})
     return out
 
 
 def time_predict_action(policy, repeats: int = 3, batch: int = 1, num_inference_steps: int | None = None) -> dict:
     """Wall time of one ``predict_action`` call (median of ``repeats``, after one warm-up)."""
     cfg = policy.cfg
-    env = make_env()
+    env = make_task_env(policy_task(policy))
     o, _ = env.reset(seed=0)
     oh = torch.as_tensor(np.stack([o, o])[None].repeat(batch, 0), dtype=torch.float32)
     g = torch.Generator().manual_seed(0)
@@ -190,10 +300,10 @@ def _load_hook(spec: str):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", default=None, help="policy folder (default: the shipped assets/pusht_policy)")
+    ap.add_argument("--policy", default=None, help="policy folder (default: the shipped assets/pointmass_policy)")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0, help="env seeds are seed .. seed+episodes-1")
-    ap.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    ap.add_argument("--max-steps", type=int, default=None, help="default: the task's (pointmass 60, pusht 300)")
     ap.add_argument("--batch-size", type=int, default=None, help="episodes per lock-step batch (default: all)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the config's 100)")
     ap.add_argument("--threads", type=int, default=1)
@@ -221,15 +331,16 @@ def main(argv=None):
     res["diffusion_policy"] = evaluate(policy, args.episodes, args.seed, args.max_steps, args.batch_size,
                                        args.steps, before_predict=before, progress=True)
     if not args.no_baselines:
-        res["random"] = evaluate_baseline("random", args.episodes, args.seed, args.max_steps)
-        res["noop"] = evaluate_baseline("noop", args.episodes, args.seed, args.max_steps)
+        task = policy_task(policy)
+        res["random"] = evaluate_baseline("random", args.episodes, args.seed, args.max_steps, task)
+        res["noop"] = evaluate_baseline("noop", args.episodes, args.seed, args.max_steps, task)
     for k in ("diffusion_policy", "random", "noop"):
         if k in res:
             r = res[k]
             print(f"{k:17s} success {r['success_rate']:.3f} (95% CI {r['success_rate_ci95'][0]:.3f}-"
-                  f"{r['success_rate_ci95'][1]:.3f})  mean max coverage {r['mean_max_coverage']:.3f} "
-                  f"+- {r['max_coverage_std']:.3f} std (95% CI {r['mean_max_coverage_ci95'][0]:.3f}-"
-                  f"{r['mean_max_coverage_ci95'][1]:.3f})  n={r['episodes']}", flush=True)
+                  f"{r['success_rate_ci95'][1]:.3f})  mean max score {r['mean_max_score']:.3f} "
+                  f"+- {r['max_score_std']:.3f} std (95% CI {r['mean_max_score_ci95'][0]:.3f}-"
+                  f"{r['mean_max_score_ci95'][1]:.3f})  n={r['episodes']}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

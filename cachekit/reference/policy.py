@@ -6,13 +6,14 @@ The model is the thing cachekit caches: it holds exactly one ``nn.ModuleList`` o
 inside :meth:`DiffusionPolicy.predict_action` (100 DDPM steps by default).
 
     from cachekit.reference.policy import load_policy
-    policy = load_policy()                          # shipped PushT weights, offline, .eval()
-    actions = policy.predict_action(obs_history)    # (B, 2, 5) env states -> (B, 8, 2) agent targets
+    policy = load_policy()                          # shipped point-mass weights, offline, .eval()
+    actions = policy.predict_action(obs_history)    # (B, 2, obs_dim) env states -> (B, 8, 2) targets
 
-Observation handling: the environment state is ``[agent_x, agent_y, block_x, block_y, block_angle]``
-(``obs_dim = 5``). The block angle wraps at 2*pi, so :meth:`DiffusionPolicy.obs_features` turns it into
-``cos``/``sin`` before normalisation; the model's ``cond`` therefore has ``cond_dim = 6`` features.
-Both observations and actions are min-max normalised to [-1, 1] with statistics stored next to the weights.
+The shipped policy solves the point-mass task of :mod:`cachekit.reference.eval_policy` (``obs_dim = 4``:
+``[x, y, goal_x, goal_y]``, identity features). The same code also serves gym-pusht state observations
+(``obs_dim = 5``, ``obs_transform="pusht_angle"``: the block angle wraps at 2*pi, so it becomes cos/sin and
+``cond_dim = 6``). Observations and actions are min-max normalised to [-1, 1] with statistics stored
+next to the weights.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ __all__ = [
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-ASSET_DIR_NAME = "pusht_policy"
+ASSET_DIR_NAME = "pointmass_policy"
 
 
 class PolicyLoadError(RuntimeError):
@@ -52,6 +53,7 @@ class PolicyConfig:
 
     obs_dim: int = 5            # raw environment state per step
     cond_dim: int = 6           # model features per step (angle -> cos, sin)
+    obs_transform: str = "pusht_angle"   # or "identity" (cond_dim == obs_dim)
     action_dim: int = 2
     horizon: int = 16
     n_obs_steps: int = 2
@@ -193,8 +195,11 @@ class DiffusionPolicy(nn.Module):
 
     # -- normalisation -------------------------------------------------------------------------------
     @staticmethod
-    def obs_features(obs: torch.Tensor) -> torch.Tensor:
-        """(..., 5) env state -> (..., 6) features: agent xy, block xy, cos(angle), sin(angle)."""
+    def obs_features(obs: torch.Tensor, kind: str = "pusht_angle") -> torch.Tensor:
+        """Raw env state -> model features. ``"pusht_angle"``: (..., 5) -> (..., 6) agent xy, block xy,
+        cos(angle), sin(angle); ``"identity"``: unchanged."""
+        if kind == "identity":
+            return obs
         ang = obs[..., 4:5]
         return torch.cat([obs[..., :4], torch.cos(ang), torch.sin(ang)], dim=-1)
 
@@ -207,7 +212,7 @@ class DiffusionPolicy(nn.Module):
         return (x + 1.0) / 2.0 * (hi - lo).clamp_min(1e-6) + lo
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return self._scale(self.obs_features(obs.float()), self.obs_min, self.obs_max)
+        return self._scale(self.obs_features(obs.float(), self.cfg.obs_transform), self.obs_min, self.obs_max)
 
     def normalize_action(self, act: torch.Tensor) -> torch.Tensor:
         return self._scale(act.float(), self.act_min, self.act_max)
@@ -264,7 +269,7 @@ class DiffusionPolicy(nn.Module):
         doc = {
             "model_class": "TransformerForDiffusion",
             "model": {k: v for k, v in cfg.items() if k != "extra"},
-            "normalization": {"type": "min-max to [-1, 1]", "obs_features": "agent_x, agent_y, block_x, block_y, cos(angle), sin(angle)", **self.stats()},
+            "normalization": {"type": "min-max to [-1, 1]", "obs_transform": self.cfg.obs_transform, **self.stats()},
             "scheduler": dict(self.scheduler.config),
             "task": cfg.get("extra", {}),
         }
@@ -273,7 +278,7 @@ class DiffusionPolicy(nn.Module):
 
 
 def default_policy_dir() -> Path:
-    """Folder of the shipped PushT policy (``assets/pusht_policy`` in the repo or installed package)."""
+    """Folder of the shipped policy (``assets/pointmass_policy`` in the repo or installed package)."""
     from cachekit.reference import asset_path
 
     return Path(asset_path(ASSET_DIR_NAME))

@@ -1,8 +1,11 @@
-"""Seeded data collection (scripted PushT expert) + training of the reference diffusion policy.
+"""Seeded data collection (scripted expert) + training of the reference diffusion policy.
 
-    SDL_VIDEODRIVER=dummy python -m cachekit.reference.train_policy --out assets/pusht_policy
+    python -m cachekit.reference.train_policy --task pointmass --out assets/pointmass_policy   # shipped
+    SDL_VIDEODRIVER=dummy python -m cachekit.reference.train_policy --task pusht --out OUT      # see card
 
-The expert is a push-primitive planner with a simulator in the loop. Each time it has no plan it samples
+Point mass (:class:`PointMassExpert`): go around the obstacle on a randomly drawn side, then to the goal.
+
+PushT (:class:`PushTExpert`): the expert is a push-primitive planner with a simulator in the loop. Each time it has no plan it samples
 contact points on the T's outline, three push directions around the inward normal and a few push lengths,
 simulates every push from the current state (restoring the pymunk bodies afterwards), and keeps the one
 that brings the T's 8 outline corners closest to the goal pose (plus a small travel-distance penalty).
@@ -24,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from cachekit.reference.eval_policy import MAX_STEPS, make_env
+from cachekit.reference.eval_policy import MAX_STEPS, TASKS, PointMassEnv, make_env, make_task_env
 from cachekit.reference.policy import DiffusionPolicy, PolicyConfig
 
 # T outline in the block's local frame (union of the two boxes of gym-pusht's add_tee, scale 30).
@@ -177,12 +180,50 @@ def run_expert_episode(seed: int, max_steps: int = MAX_STEPS):
     return np.stack(obs_l), np.stack(act_l), ok, maxcov
 
 
-def collect(n_episodes: int, seed: int, log=print):
-    """Run the expert on env seeds ``seed .. seed+n-1``; keep successful episodes."""
+class PointMassExpert:
+    """Goes around the obstacle on a side drawn at random (50/50), through a jittered side waypoint,
+    then to the goal; each action is the next position (a step of at most 0.04 toward the waypoint)."""
+
+    def __init__(self, env: PointMassEnv, rng: np.random.Generator):
+        self.env = env
+        side = rng.choice([-1.0, 1.0])
+        self.waypoints = [np.array([0.5 + side * rng.uniform(0.28, 0.33), rng.uniform(0.45, 0.55)]), env.goal.copy()]
+
+    def act(self) -> np.ndarray:
+        pos = self.env.pos
+        if len(self.waypoints) > 1 and np.linalg.norm(self.waypoints[0] - pos) < 0.03:
+            self.waypoints.pop(0)
+        d = self.waypoints[0] - pos
+        n = float(np.linalg.norm(d))
+        step = d if n <= PointMassEnv.MAX_SPEED else d * PointMassEnv.MAX_SPEED / n
+        return pos + step
+
+
+def run_pointmass_episode(seed: int, max_steps: int | None = None):
+    max_steps = TASKS["pointmass"][0] if max_steps is None else max_steps
+    env = PointMassEnv()
+    obs, _ = env.reset(seed=seed)
+    ex = PointMassExpert(env, np.random.default_rng(seed + 7_777_777))
+    obs_l, act_l, best, ok = [], [], 0.0, False
+    for _ in range(max_steps):
+        a = ex.act()
+        obs_l.append(np.asarray(obs, dtype=np.float32))
+        act_l.append(np.asarray(a, dtype=np.float32))
+        obs, _, term, _, info = env.step(a)
+        best = max(best, info["score"])
+        ok = ok or info["is_success"]
+        if term:
+            break
+    return np.stack(obs_l), np.stack(act_l), ok, best
+
+
+def collect(n_episodes: int, seed: int, log=print, task: str = "pusht"):
+    """Run the task's expert on env seeds ``seed .. seed+n-1``; keep successful episodes."""
     demos, succ, covs, lens = [], [], [], []
     t0 = time.time()
+    run = run_pointmass_episode if task == "pointmass" else run_expert_episode
     for i in range(n_episodes):
-        o, a, ok, c = run_expert_episode(seed + i)
+        o, a, ok, c = run(seed + i)
         succ.append(ok)
         covs.append(c)
         lens.append(len(a))
@@ -190,10 +231,10 @@ def collect(n_episodes: int, seed: int, log=print):
             demos.append((o, a))
         if (i + 1) % 10 == 0:
             log(f"[collect] {i + 1}/{n_episodes} episodes, expert success {np.mean(succ):.3f}, "
-                f"mean max coverage {np.mean(covs):.3f}, {time.time() - t0:.0f} s")
+                f"mean max score {np.mean(covs):.3f}, {time.time() - t0:.0f} s")
     stats = {"episodes": n_episodes, "seeds": [seed, seed + n_episodes - 1],
-             "success_rate": float(np.mean(succ)), "mean_max_coverage": float(np.mean(covs)),
-             "max_coverage_std": float(np.std(covs, ddof=1)) if n_episodes > 1 else 0.0,
+             "success_rate": float(np.mean(succ)), "mean_max_score": float(np.mean(covs)),
+             "max_score_std": float(np.std(covs, ddof=1)) if n_episodes > 1 else 0.0,
              "kept_demos": len(demos), "kept_steps": int(sum(len(a) for _, a in demos)),
              "mean_episode_length_all": float(np.mean(lens)), "collect_wall_s": time.time() - t0}
     return demos, stats
@@ -225,6 +266,7 @@ def build_tensors(demos, cfg: PolicyConfig):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--task", choices=sorted(TASKS), default="pointmass")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-episodes", type=int, default=200, help="expert episodes to run (successes kept)")
     ap.add_argument("--demo-seed", type=int, default=100_000, help="env seeds of the expert episodes start here")
@@ -259,7 +301,7 @@ def main(argv=None):
         expert_stats = json.loads(str(z["stats"]))
         log(f"[collect] loaded {len(demos)} demos from {args.demos_cache}")
     else:
-        demos, expert_stats = collect(args.demo_episodes, args.demo_seed, log)
+        demos, expert_stats = collect(args.demo_episodes, args.demo_seed, log, args.task)
         if args.demos_cache:
             arrs = {f"obs_{i}": o for i, (o, _) in enumerate(demos)}
             arrs.update({f"act_{i}": a for i, (_, a) in enumerate(demos)})
@@ -268,11 +310,14 @@ def main(argv=None):
     if not demos:
         raise SystemExit("no successful expert demonstrations")
 
-    cfg = PolicyConfig(n_emb=args.n_emb, p_drop_attn=args.dropout)
+    if args.task == "pointmass":
+        cfg = PolicyConfig(obs_dim=4, cond_dim=4, obs_transform="identity", n_emb=args.n_emb, p_drop_attn=args.dropout)
+    else:
+        cfg = PolicyConfig(n_emb=args.n_emb, p_drop_attn=args.dropout)
     obs_w, act_w = build_tensors(demos, cfg)
     all_obs = torch.as_tensor(np.concatenate([o for o, _ in demos]))
     all_act = torch.as_tensor(np.concatenate([a for _, a in demos]))
-    feats = DiffusionPolicy.obs_features(all_obs)
+    feats = DiffusionPolicy.obs_features(all_obs, cfg.obs_transform)
     stats = {"obs_min": feats.min(0).values, "obs_max": feats.max(0).values,
              "act_min": all_act.min(0).values, "act_max": all_act.max(0).values}
     policy = DiffusionPolicy(cfg, stats)
@@ -308,10 +353,18 @@ def main(argv=None):
     def save(tag):
         out_policy = DiffusionPolicy(cfg, stats)
         out_policy.model.load_state_dict(ema.state_dict())
+        if args.task == "pusht":
+            extra.update({
+                "task_name": "pusht", "env_id": "gym_pusht/PushT-v0", "obs_type": "state",
+                "max_episode_steps": MAX_STEPS, "success_threshold_coverage": 0.95,
+                "goal_pose": [256.0, 256.0, math.pi / 4], "action": "absolute agent target (x, y) in [0, 512]"})
+        else:
+            extra.update({
+                "task_name": "pointmass", "env": "cachekit.reference.eval_policy.PointMassEnv",
+                "max_episode_steps": TASKS["pointmass"][0], "obs": "[x, y, goal_x, goal_y]",
+                "action": "absolute target (x, y) in [0, 1]; moves at most 0.04 per step",
+                "success": "within 0.04 of the goal without touching the obstacle"})
         extra.update({
-            "env_id": "gym_pusht/PushT-v0", "obs_type": "state", "max_episode_steps": MAX_STEPS,
-            "success_threshold_coverage": 0.95, "goal_pose": [256.0, 256.0, math.pi / 4],
-            "action": "absolute agent target (x, y) in [0, 512]",
             "expert": expert_stats, "train": {
                 "command": command, "steps_done": step, "steps_planned": args.steps,
                 "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
