@@ -130,3 +130,15 @@ def test_policy_wrapper_is_found_and_its_scheduler_starts_generations():
     cachekit.remove(w)
     assert "set_timesteps" not in vars(w.scheduler) and "forward" not in vars(w.model)
     assert torch.equal(w.predict(seed=3), ref)
+
+
+def test_easycache_on_torch_decoder_layers_uses_their_tgt_stream():
+    m = model()
+    ref = denoise(m, steps=20)
+    cachekit.apply(m, cachekit.EasyCacheConfig(threshold=0.0, warmup=0))
+    assert torch.equal(denoise(m, steps=20), ref)
+    cachekit.remove(m)
+    cachekit.apply(m, cachekit.EasyCacheConfig(threshold=0.5, warmup=2))
+    cachekit.reset(m, num_steps=20)
+    out = denoise(m, steps=20)
+    assert cachekit.stats(m).computed_fraction < 1.0 and out.shape == ref.shape

@@ -202,6 +202,11 @@ def _lpips(kind: str, cached: torch.Tensor, ref: torch.Tensor) -> dict:
     return {"lpips": float(d.mean()), "lpips_skipped": None}
 
 
+def _flushes_denormals() -> bool:
+    """torch has no getter for set_flush_denormal: multiply a denormal and see if it survives."""
+    return float(torch.tensor([1e-39]) * 1.0) == 0.0
+
+
 def environment(command: str | None = None) -> dict:
     """Versions, device, and the command that produced a report (``sys.argv`` when not given)."""
     import importlib.metadata as md
@@ -213,4 +218,5 @@ def environment(command: str | None = None) -> dict:
         except md.PackageNotFoundError:
             pass
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return {"versions": versions, "device": device, "command": command or " ".join(["cachekit", *sys.argv[1:]])}
+    return {"versions": versions, "device": device, "flush_denormal": _flushes_denormals(),
+            "command": command or " ".join(["cachekit", *sys.argv[1:]])}

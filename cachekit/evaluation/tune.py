@@ -4,8 +4,9 @@
    setting. Speed is ranked by the computed fraction of block evaluations (exact, noise-free on a
    busy machine), quality by PSNR / SSIM against the uncached outputs.
 2. Validation: the cheapest passing candidates, in order, are re-run on held-out inputs with timed,
-   alternating repeats; the first that still passes wins. A setting tuned on the same inputs it is
-   judged on would overfit them.
+   alternating repeats; the first that still passes wins (a setting tuned on the same inputs it is
+   judged on would overfit them). After a miss, later candidates must clear the target on
+   calibration by the PSNR drop just seen, so attempts are not spent on near-identical settings.
 3. The winner is written as a recipe YAML with the measured figures, the inputs and the command.
 """
 
@@ -79,8 +80,15 @@ def tune(workload: Workload, methods: Sequence[str], calib_inputs: Sequence, cal
     passing = sorted((s for s in scored if s["passes"]), key=lambda s: (s["computed_fraction"], -s["psnr_mean"]))
     passing = [s for s in passing if s["computed_fraction"] < 1.0]
     log = {"calibration": [_row(s) for s in scored], "validation": []}
-    winner = None
-    for s in passing[:attempts]:
+    winner, margin, tried = None, 0.0, 0
+    for s in passing:
+        # After a held-out miss, demand that much more calibration PSNR from the next candidate:
+        # candidates just over the line on calibration inputs tend to miss the same way.
+        if tried >= attempts:
+            break
+        if target_psnr is not None and s["psnr_mean"] < target_psnr + margin:
+            continue
+        tried += 1
         res = compare(workload, s["config"], holdout_inputs, holdout_seeds, batch_size, repeats)
         q = quality(workload.kind, res["cached"].outputs, res["ref"].outputs)
         v = {**_row(s), "holdout": {"speedup": res["speed"]["speedup"],
@@ -91,6 +99,8 @@ def tune(workload: Workload, methods: Sequence[str], calib_inputs: Sequence, cal
         if v["holdout"]["passes"]:
             winner = (s, v)
             break
+        if target_psnr is not None:
+            margin = max(margin, s["psnr_mean"] - q["psnr_mean"])   # calibration-to-held-out drop
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_suffix(".tune.json")

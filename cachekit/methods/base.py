@@ -39,6 +39,11 @@ class UnitContext:
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def main_stream(self) -> str:
+        """Name of the first (main) stream: "hidden_states" in diffusers, "tgt" in torch layers."""
+        return next(iter(self.inputs))
+
+    @property
     def is_last_step(self) -> bool:
         return self.num_steps is not None and self.step >= self.num_steps - 1
 

@@ -74,7 +74,7 @@ class EasyCacheConfig(CacheConfig):
 @register_method(EasyCacheConfig)
 class EasyCache(CacheMethod):
     def decide(self, ctx: UnitContext) -> bool:
-        st, x = ctx.state, ctx.inputs["hidden_states"]
+        st, x = ctx.state, ctx.inputs[ctx.main_stream]
         prev = st.get("prev_x")
         change = mean_abs_diff(x, prev) if prev is not None and prev.shape == x.shape else 0.0
         st["prev_x"] = x
@@ -87,7 +87,7 @@ class EasyCache(CacheMethod):
     def observe(self, ctx: UnitContext, outputs: dict) -> None:
         if not ctx.leader:
             return  # followers reuse the leader's decisions; they need no rate of their own
-        st, x, v = ctx.state, ctx.inputs["hidden_states"], outputs["hidden_states"]
+        st, x, v = ctx.state, ctx.inputs[ctx.main_stream], outputs[ctx.main_stream]
         if st.get("x_last") is not None and st["x_last"].shape == x.shape:
             st["k"] = transformation_rate(mean_abs_diff(v, st["v_last"]), mean_abs_diff(x, st["x_last"]))
         st["x_last"], st["v_last"], st["v_scale"], st["E"] = x, v, mean_abs(v), 0.0

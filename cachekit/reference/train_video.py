@@ -6,7 +6,7 @@ Data (generated on the fly, seeded): a clip is 9 frames of 16x16x1 pixels in ``[
 (background -1). One 8x8 scikit-learn digit (content: 0, 1, 4 or 7, drawn from the first 80% of
 each class after a seeded shuffle -- the rest is held out for the evaluator's classifier) moves one
 pixel per frame in one of four directions: along the motion axis it goes from one edge of the
-canvas (offset 0) to the other (offset 8); across it sits at a random offset in [2, 6].
+canvas (offset 0) to the other (offset 8); across it sits at a random offset in [3, 5].
 
 Objective: rectified flow as Wan / diffusers' FlowMatchEulerDiscreteScheduler use it:
 ``x_s = (1 - s) x0 + s noise``, the transformer predicts ``noise - x0`` at ``timestep = 1000 s``;
@@ -53,7 +53,7 @@ from .video import (
 NUM_FRAMES = 9
 CANVAS = 16
 SPRITE = 8
-CROSS_OFFSETS = (2, 6)  # inclusive range of the position across the motion axis
+CROSS_OFFSETS = (3, 5)  # inclusive range of the position across the motion axis
 TRAIN_FRACTION = 0.8
 DATA_SEED = 1234
 
@@ -134,6 +134,7 @@ def save(out: pathlib.Path, ema_tr, ema_ce, meta: dict) -> None:
     tmp = out / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, out / WEIGHTS_NAME)
+    os.chmod(out / WEIGHTS_NAME, 0o644)
     cfg = {
         "format": FORMAT,
         "transformer": DEFAULT_TRANSFORMER_CONFIG,
