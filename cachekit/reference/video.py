@@ -36,7 +36,6 @@ Weights are safetensors only (never pickle), checked against the SHA-256 recorde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pathlib
@@ -49,10 +48,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransform
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 from diffusers.video_processor import VideoProcessor
 
-try:  # one error type for all reference models when the digits module is present
-    from .digits import ReferenceWeightsError as _BaseWeightsError
-except Exception:  # pragma: no cover - the digits reference model is optional here
-    _BaseWeightsError = ValueError
+from .digits import ReferenceWeightsError as _BaseWeightsError  # one error type for all reference models
+from .digits import sha256_file
 
 __all__ = [
     "MovingDigitsWanPipeline",
@@ -371,14 +368,6 @@ def build_scheduler(config: dict[str, Any] | None = None) -> FlowMatchEulerDiscr
     if name != "FlowMatchEulerDiscreteScheduler":
         raise ValueError(f"unsupported scheduler class {name!r} (expected FlowMatchEulerDiscreteScheduler)")
     return FlowMatchEulerDiscreteScheduler.from_config(cfg)
-
-
-def sha256_file(path: str | pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _default_dir() -> pathlib.Path:
