@@ -26,6 +26,8 @@ def test_eval_image_report(tmp_path, capsys):
     assert len(sp["times_s"]["uncached"]) == 2 and sp["speedup"] > 0
     assert sp["computed_fraction"] == pytest.approx(4 / 6)   # 6 steps: 0, 1, 3, 5 computed
     assert sp["ideal_speedup"] == pytest.approx(1.5)
+    mem = sp["peak_memory_mb"]   # CPU: no per-run peak, the process peak instead, and a note saying so
+    assert mem["uncached"] is None and mem["process_max_rss_mb"] > 0 and "CUDA only" in mem["note"]
     assert len(q["psnr"]) == 6 and math.isfinite(q["psnr_mean"]) and 0 < q["ssim_mean"] < 1
     assert q["lpips"] is None and q["lpips_skipped"]
     assert len(rep["per_step_error"]) == 6 and rep["per_step_error"][0]["rel_l1"] == 0.0

@@ -36,6 +36,7 @@ class PassResult:
     plan: np.ndarray | None = None     # first generation's (calls x blocks) plan
     steps: np.ndarray | None = None    # step of each call of the first generation
     latents: list[torch.Tensor] = field(default_factory=list)  # model input per call, first generation
+    peak_mb: float | None = None       # CUDA: peak allocated during the pass; None on CPU
 
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
@@ -73,6 +74,10 @@ def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_s
         handle = model.register_forward_pre_hook(
             lambda m, a, k: latents.append(_first_tensor(a, k).detach().float().clone()), with_kwargs=True)
     outs, computed, total, plan, steps = [], 0, 0, None, None
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     try:
         for seed in seeds:
@@ -91,8 +96,11 @@ def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_s
     finally:
         if handle is not None:
             handle.remove()
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return PassResult(torch.cat(outs), seconds, computed / total if total else 1.0, plan, steps, latents)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    return PassResult(torch.cat(outs), seconds, computed / total if total else 1.0, plan, steps, latents, peak)
 
 
 def compare_many(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, seeds: Sequence[int],
@@ -133,10 +141,23 @@ def compare_many(workload: Workload, configs: Sequence[CacheConfig], inputs: Seq
                 "computed_fraction": g.computed_fraction,
                 "ideal_speedup": 1 / g.computed_fraction if g.computed_fraction else math.inf,
                 "repeats": repeats, "times_s": {"uncached": base_times, "cached": times[k]},
+                "peak_memory_mb": {"uncached": ref.peak_mb, "cached": g.peak_mb,
+                                   "process_max_rss_mb": _max_rss_mb(),
+                                   "note": None if ref.peak_mb is not None else
+                                   "per-run peak memory is measured on CUDA only; process_max_rss_mb is the "
+                                   "whole process's peak so far"},
             },
             "per_step_error": _per_step(ref, g),
         })
     return {"ref": ref, "results": results}
+
+
+def _max_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
 
 
 def _per_step(ref: PassResult, got: PassResult) -> list[dict]:
