@@ -118,7 +118,7 @@ def main():
     args = ap.parse_args()
     rows = [bench("wan-like (8 blocks, 9.0M, 1280 tokens)", wan_like, args.steps, args.repeats),
             bench("flux-like (4+8 blocks, 17.7M, 1024+16 tokens)", flux_like, args.steps, args.repeats)]
-    print(f"| model | forward ms | interval-1 hooks / uncached | bit-exact | interval 2: speedup | 1/computed | ratio |")
+    print("| model | forward ms | interval-1 hooks / uncached | bit-exact | interval 2: speedup | 1/computed | ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['forward_ms']:.0f} | {r['overhead_interval1']:.3f}x | {r['interval1_bit_exact']} "

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from cachekit import BACConfig, EasyCacheConfig, FixedIntervalConfig
+from cachekit import EasyCacheConfig, FixedIntervalConfig
 from cachekit.calibration import plan_bac, record_units
 from cachekit.evaluation.policy import evaluate_policy, load_reference_policy, rollout_observations
 

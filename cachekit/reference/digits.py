@@ -15,8 +15,6 @@ whose message names the file.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pathlib
 from typing import Any
 
@@ -24,6 +22,8 @@ import torch
 from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
+
+from .weights import CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files, sha256_file
 
 __all__ = [
     "DigitsDiTPipeline",
@@ -42,8 +42,7 @@ __all__ = [
     "CONFIG_NAME",
 ]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+_LABEL = "digits reference model"
 FORMAT = "cachekit-digits-dit/1"
 
 #: Default batch of class labels: each digit twice -> 20 images, 40 rows per transformer forward
@@ -258,14 +257,6 @@ def build_scheduler(config: dict[str, Any] | None = None) -> DDIMScheduler:
     return DDIMScheduler.from_config(cfg)
 
 
-def sha256_file(path: str | pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _default_dir() -> pathlib.Path:
     from . import asset_path
 
@@ -273,25 +264,12 @@ def _default_dir() -> pathlib.Path:
 
 
 def _resolve(path: str | pathlib.Path | None) -> tuple[pathlib.Path, pathlib.Path]:
-    """(config file, weight file) for a model directory, a weight file, or None (the shipped model)."""
-    p = _default_dir() if path is None else pathlib.Path(path)
-    if p.suffix == ".safetensors":
-        return p.parent / CONFIG_NAME, p
-    return p / CONFIG_NAME, p / WEIGHTS_NAME
+    return resolve_files(path, _default_dir())
 
 
 def read_config(path: str | pathlib.Path | None = None) -> dict[str, Any]:
     """The parsed ``config.json`` of a model directory (default: the shipped model)."""
-    cfg_file, _ = _resolve(path)
-    if not cfg_file.is_file():
-        raise ReferenceWeightsError(f"digits reference model: config file not found: {cfg_file}")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != FORMAT or not isinstance(cfg.get("transformer"), dict):
-            raise ValueError(f"expected format {FORMAT!r} with a 'transformer' section")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReferenceWeightsError(f"digits reference model: config file {cfg_file} is corrupted: {exc}") from exc
-    return cfg
+    return read_config_file(_resolve(path)[0], FORMAT, ReferenceWeightsError, _LABEL)
 
 
 def load_digits_transformer(
@@ -301,27 +279,9 @@ def load_digits_transformer(
     verify_checksum: bool = True,
 ) -> tuple[DiTTransformer2DModel, dict[str, Any]]:
     """Load the transformer (in eval mode) and the parsed config. Raises :class:`ReferenceWeightsError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     cfg_file, weights_file = _resolve(path)
     cfg = read_config(cfg_file.parent)
-    if not weights_file.is_file():
-        raise ReferenceWeightsError(f"digits reference model: weight file not found: {weights_file}")
-    expected = (cfg.get("weights") or {}).get("sha256")
-    if verify_checksum and expected:
-        actual = sha256_file(weights_file)
-        if actual != expected:
-            raise ReferenceWeightsError(
-                f"digits reference model: weight file {weights_file} is corrupted "
-                f"(sha256 {actual[:16]}... does not match {expected[:16]}... recorded in {cfg_file})"
-            )
-    try:
-        state = load_file(str(weights_file), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ReferenceWeightsError(
-            f"digits reference model: weight file {weights_file} is corrupted or not safetensors: {exc}"
-        ) from exc
+    state = load_checked_state(weights_file, cfg, cfg_file, ReferenceWeightsError, _LABEL, verify_checksum)
 
     model = build_transformer(cfg["transformer"])
     try:
@@ -330,9 +290,6 @@ def load_digits_transformer(
         raise ReferenceWeightsError(
             f"digits reference model: weight file {weights_file} does not match the architecture in {cfg_file}: {exc}"
         ) from exc
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ReferenceWeightsError(f"digits reference model: weight file {weights_file} holds non-finite values in {bad[:3]}")
     model = model.to(device)
     if dtype != torch.float32:
         model = model.to(dtype)

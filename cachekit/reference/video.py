@@ -36,7 +36,6 @@ Weights are safetensors only (never pickle), checked against the SHA-256 recorde
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 from typing import Any, Sequence
@@ -49,7 +48,7 @@ from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 from diffusers.video_processor import VideoProcessor
 
 from .digits import ReferenceWeightsError as _BaseWeightsError  # one error type for all reference models
-from .digits import sha256_file
+from .weights import CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files, sha256_file
 
 __all__ = [
     "MovingDigitsWanPipeline",
@@ -74,8 +73,7 @@ __all__ = [
     "ASSET_DIR",
 ]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+_LABEL = "video reference model"
 ASSET_DIR = "moving_digits_wan"
 FORMAT = "cachekit-moving-digits-wan/1"
 
@@ -377,25 +375,12 @@ def _default_dir() -> pathlib.Path:
 
 
 def _resolve(path: str | pathlib.Path | None) -> tuple[pathlib.Path, pathlib.Path]:
-    """(config file, weight file) for a model directory, a weight file, or None (the shipped model)."""
-    p = _default_dir() if path is None else pathlib.Path(path)
-    if p.suffix == ".safetensors":
-        return p.parent / CONFIG_NAME, p
-    return p / CONFIG_NAME, p / WEIGHTS_NAME
+    return resolve_files(path, _default_dir())
 
 
 def read_config(path: str | pathlib.Path | None = None) -> dict[str, Any]:
     """The parsed ``config.json`` of a model directory (default: the shipped model)."""
-    cfg_file, _ = _resolve(path)
-    if not cfg_file.is_file():
-        raise VideoWeightsError(f"video reference model: config file not found: {cfg_file}")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != FORMAT or not isinstance(cfg.get("transformer"), dict):
-            raise ValueError(f"expected format {FORMAT!r} with a 'transformer' section")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise VideoWeightsError(f"video reference model: config file {cfg_file} is corrupted: {exc}") from exc
-    return cfg
+    return read_config_file(_resolve(path)[0], FORMAT, VideoWeightsError, _LABEL)
 
 
 def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -419,30 +404,9 @@ def load_video_pipeline(
     Raises :class:`VideoWeightsError` (a ``ValueError``) naming the file when the weight or config
     file is missing or corrupted.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     cfg_file, weights_file = _resolve(path)
     cfg = read_config(cfg_file.parent)
-    if not weights_file.is_file():
-        raise VideoWeightsError(f"video reference model: weight file not found: {weights_file}")
-    expected = (cfg.get("weights") or {}).get("sha256")
-    if verify_checksum and expected:
-        actual = sha256_file(weights_file)
-        if actual != expected:
-            raise VideoWeightsError(
-                f"video reference model: weight file {weights_file} is corrupted "
-                f"(sha256 {actual[:16]}... does not match {expected[:16]}... recorded in {cfg_file})"
-            )
-    try:
-        state = load_file(str(weights_file), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise VideoWeightsError(
-            f"video reference model: weight file {weights_file} is corrupted or not safetensors: {exc}"
-        ) from exc
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise VideoWeightsError(f"video reference model: weight file {weights_file} holds non-finite values in {bad[:3]}")
+    state = load_checked_state(weights_file, cfg, cfg_file, VideoWeightsError, _LABEL, verify_checksum)
 
     tr_state, ce_state = split_state(state)
     transformer = build_transformer(cfg["transformer"])
