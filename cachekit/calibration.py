@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import api
-from .adapters import find_units, model_fingerprint, resolve
+from .adapters import model_fingerprint
 from .config import CacheConfig, register_method, spec
 from .methods.bac import BACConfig
 from .methods.bac_schedule import (acs_schedule, bubbling_union, similarity_matrix, top_volatile, volatility)
@@ -45,7 +45,6 @@ class _Recorder(CacheMethod):
         super().__init__(config)
         self.runs: list[dict[int, dict[int, np.ndarray]]] = []  # run -> unit -> step -> features
         self._index: dict[int, torch.Tensor] = {}
-        self._last_step = None
 
     def decide(self, ctx: UnitContext) -> bool:
         return True
@@ -98,10 +97,10 @@ def record_units(target: Any, runs: Iterable[Callable[[], Any]], *, max_features
                  progress: Any = None) -> Recording:
     """Run each callable (one generation each) with full compute, recording every unit's output.
     ``target`` must not have cachekit applied."""
-    resolved = resolve(target)
     api.apply(target, _RecordConfig(max_features=max_features))
+    session = api._session(api.find_model(target)[0])
+    units, recorder = session.units, session.method   # apply already resolved the units
     try:
-        recorder = api._session(api.find_model(target)[0]).method
         for run in runs:
             run()
             if progress is not None:
@@ -110,7 +109,7 @@ def record_units(target: Any, runs: Iterable[Callable[[], Any]], *, max_features
         api.remove(target)
     if not recorder.runs:
         raise ValueError("calibration recorded nothing: the runs never called the model")
-    return Recording(find_units(resolved.blocks), recorder.runs, model_fingerprint(resolved.model))
+    return Recording(units, recorder.runs, model_fingerprint(session.root))
 
 
 def plan_bac(rec: Recording, *, updates: int, top_n: int = 4, metric: str = "cosine",

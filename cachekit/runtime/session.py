@@ -57,7 +57,7 @@ class Session:
             self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)
                                for i in range(len(blocks))]
         self._t_pos, self._t_name = _arg_position(root.forward, timestep_arg)
-        self.gen = Generation(len(self.block_names), getattr(method, "num_steps", None))
+        self.gen = Generation(len(self.block_names), method.num_steps)
         self.previous: Generation | None = None
         self.call = None  # the model call in progress, if any
         self.context: Hashable | None = None  # diffusers cache_context name, if set
@@ -73,9 +73,10 @@ class Session:
             if self.units:
                 for i, unit in enumerate(self.units):
                     self._patches.wrap(unit.owner, unit.attr, self._unit_impl(i))
-            for i, ref in enumerate(self.blocks if not self.units else ()):
-                binding = BlockBinding(ref.module.forward, ref.io, ref.name)
-                self._patches.wrap(ref.module, "forward", self._block_impl(i, binding))
+            else:
+                for i, ref in enumerate(self.blocks):
+                    binding = BlockBinding(ref.module.forward, ref.io, ref.name)
+                    self._patches.wrap(ref.module, "forward", self._block_impl(i, binding))
             if callable(getattr(self.root, "cache_context", None)):
                 self._patches.wrap(self.root, "cache_context", self._cache_context)
             if self.scheduler is not None and callable(getattr(self.scheduler, "set_timesteps", None)):
@@ -94,7 +95,7 @@ class Session:
         if self.gen is not None and self.gen.calls:
             self.previous = self.gen
         self.method.check_num_steps(num_steps)
-        self.gen = Generation(len(self.block_names), num_steps or getattr(self.method, "num_steps", None))
+        self.gen = Generation(len(self.block_names), num_steps or self.method.num_steps)
 
     def stats(self) -> CacheStats:
         gen = self.gen if self.gen is not None and self.gen.calls else self.previous
