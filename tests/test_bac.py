@@ -142,3 +142,87 @@ def test_easycache_on_torch_decoder_layers_uses_their_tgt_stream():
     cachekit.reset(m, num_steps=20)
     out = denoise(m, steps=20)
     assert cachekit.stats(m).computed_fraction < 1.0 and out.shape == ref.shape
+
+
+def _norm_calls(m):
+    calls = []
+    for layer in m.decoder.layers:
+        layer.norm1.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_fully_reused_pre_norm_layers_are_skipped_bit_exactly(monkeypatch):
+    # Steps 0, 3, 6, 9 compute every unit; at the others every unit of every layer is reused, and
+    # the additive-block path returns x + c_sa + c_ca + c_ff without running the layer.
+    p = plan(every={"self_attn": 3, "cross_attn": 3, "ffn": 3})
+    p["decoder.layers.2.ffn"] = [0, 1, 3, 6, 9]            # layer 2 runs at step 1: mixed path
+    m = model()
+    calls = _norm_calls(m)
+    cachekit.apply(m, BACConfig(plan=p, num_steps=10))
+    fast, fast_stats = denoise(m), cachekit.stats(m)
+    cachekit.remove(m)
+    assert len(calls) == 3 * 4 + 1                         # norm1 runs on compute steps only (+ layer 2, step 1)
+
+    from cachekit.adapters import known
+    monkeypatch.setattr(known, "ADDITIVE_BLOCKS", {})       # every layer through its own forward
+    m2 = model()
+    calls2 = _norm_calls(m2)
+    cachekit.apply(m2, BACConfig(plan=p, num_steps=10))
+    slow, slow_stats = denoise(m2), cachekit.stats(m2)
+    assert len(calls2) == 3 * 10
+    assert torch.equal(fast, slow)
+    assert (fast_stats.plan == slow_stats.plan).all()
+
+
+def test_additive_path_recomputes_when_input_shapes_change():
+    m = model()
+    cachekit.apply(m, BACConfig(plan=plan(every={"self_attn": 5, "cross_attn": 5, "ffn": 5}), num_steps=10))
+    g = torch.Generator().manual_seed(0)
+    x2, c2 = torch.randn(2, 4, 2, generator=g), torch.randn(2, 2, 3, generator=g)
+    x3, c3 = torch.randn(3, 4, 2, generator=g), torch.randn(3, 2, 3, generator=g)
+    with torch.no_grad():
+        m(x2, torch.tensor(9), c2)
+        out = m(x3, torch.tensor(8), c3)                    # a reuse step, but nothing fits batch 3
+    assert cachekit.stats(m).plan[1].all()
+    cachekit.remove(m)
+    with torch.no_grad():
+        assert torch.equal(out, m(x3, torch.tensor(8), c3))
+
+
+def test_post_norm_layers_take_the_unit_path():
+    torch.manual_seed(0)
+    m = ToyPolicy().eval()
+    for layer in m.decoder.layers:
+        layer.norm_first = False
+    ref = denoise(m)
+    cachekit.apply(m, BACConfig(plan=plan(every={"ffn": 2}), num_steps=10))
+    assert all("forward" not in vars(layer) for layer in m.decoder.layers)
+    out = denoise(m)
+    assert not torch.equal(out, ref) and torch.allclose(out, ref, atol=0.5)
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.TransformerEncoderLayer(
+            16, 2, 32, dropout=0.0, batch_first=True, norm_first=True) for _ in range(2))
+
+    def forward(self, x, timestep):
+        x = x + timestep.float() / 10
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_encoder_layers_fall_back_to_whole_block_units():
+    # In eval under no_grad torch runs encoder layers as one fused kernel that never calls
+    # _sa_block / _ff_block: sub-block hooks would never fire and BAC would silently do nothing.
+    torch.manual_seed(0)
+    m = _Encoder().eval()
+    names = ["layers.0.block", "layers.1.block"]
+    cachekit.apply(m, BACConfig(plan={n: [0, 2] for n in names}, num_steps=4))
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        outs = [m(x, torch.tensor(t)) for t in (3, 2, 1, 0)]
+    assert cachekit.stats(m).plan.astype(int).tolist() == [[1, 1], [0, 0], [1, 1], [0, 0]]
+    assert torch.equal(outs[1], outs[0]) and not torch.equal(outs[2], outs[1])

@@ -73,6 +73,10 @@ class Session:
             if self.units:
                 for i, unit in enumerate(self.units):
                     self._patches.wrap(unit.owner, unit.attr, self._unit_impl(i))
+                for layer, members in _additive_layers(self.blocks, self.units).items():
+                    ref = self.blocks[layer]
+                    binding = BlockBinding(ref.module.forward, ref.io, ref.name)
+                    self._patches.wrap(ref.module, "forward", self._additive_block_impl(layer, members, binding))
             else:
                 for i, ref in enumerate(self.blocks):
                     binding = BlockBinding(ref.module.forward, ref.io, ref.name)
@@ -161,6 +165,14 @@ class Session:
 
         return impl
 
+    def _decide_unit(self, call: Any, branch: Any, u: int) -> bool:
+        """The leader asks the method (once per unit and step); followers copy its answer."""
+        if call.leader:
+            ctx = UnitContext(call.step, self.gen.num_steps, u, call.branch, True, {}, branch.scratch)
+            compute = self.gen.decisions[u] = bool(self.method.decide(ctx))
+            return compute
+        return self.gen.decisions.get(u, True)
+
     def _unit_impl(self, u: int) -> Callable:
         """A sub-block unit: compute and cache its output, or return the cached output."""
 
@@ -169,11 +181,8 @@ class Session:
             if call is None:
                 return original(*args, **kwargs)
             branch = self.gen.branch(call.branch)
-            if call.leader:
-                ctx = UnitContext(call.step, self.gen.num_steps, u, call.branch, True, {}, branch.scratch)
-                compute = self.gen.decisions[u] = bool(self.method.decide(ctx))
-            else:
-                compute = self.gen.decisions.get(u, True)
+            pending = call.unit_decisions.pop(u, None)  # decided by an additive block's hook
+            compute = self._decide_unit(call, branch, u) if pending is None else pending
             key = _shape_key(args, kwargs)
             cached = branch.residuals.get(u)
             if not compute and cached is not None and cached[0] == key:
@@ -184,6 +193,35 @@ class Session:
             self.method.observe(UnitContext(call.step, self.gen.num_steps, u, call.branch, call.leader, {},
                                             branch.scratch), out)
             return out
+
+        return impl
+
+    def _additive_block_impl(self, layer: int, members: tuple[int, ...], binding: BlockBinding) -> Callable:
+        """A block whose output is its input plus its units' outputs (``ADDITIVE_BLOCKS``): when
+        all its units are reused, add their cached outputs in the block's order and skip the block."""
+        main = binding.io.streams[0]
+
+        def impl(original: Callable, args: tuple, kwargs: dict) -> Any:
+            call = self.call
+            if call is None:
+                return original(*args, **kwargs)
+            branch = self.gen.branch(call.branch)
+            decisions = [self._decide_unit(call, branch, u) for u in members]
+            key = _shape_key(args, kwargs)
+            if not any(decisions) and branch.block_keys.get(layer) == key:
+                x = binding.streams(args, kwargs)[main]
+                for u in members:
+                    x = x + branch.residuals[u][1]
+                return binding.build_output({main: x})
+            call.unit_decisions.update(zip(members, decisions))
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                for u in members:
+                    call.unit_decisions.pop(u, None)
+            # Every unit now holds an output made for inputs of this shape (computed or reused).
+            branch.block_keys[layer] = key
+            return result
 
         return impl
 
@@ -220,6 +258,23 @@ class Session:
                 break
         self.gen.branch(call.branch).residuals[seg] = res
         self.method.observe(call.seg_ctx.pop(seg), outputs)
+
+
+def _additive_layers(blocks: list[BlockRef], units: list) -> dict[int, tuple[int, ...]]:
+    """Layer index -> its unit indices, for blocks that are their input plus their units' outputs."""
+    from ..adapters.base import qualname
+    from ..adapters.known import ADDITIVE_BLOCKS
+
+    members: dict[int, list[int]] = {}
+    for u, unit in enumerate(units):
+        members.setdefault(unit.layer, []).append(u)
+    out = {}
+    for layer, ids in members.items():
+        block = blocks[layer].module
+        flag = ADDITIVE_BLOCKS.get(qualname(block))
+        if flag and getattr(block, flag, False) is True and all(units[u].kind != "block" for u in ids):
+            out[layer] = tuple(ids)
+    return out
 
 
 def _shape_key(args: tuple, kwargs: dict) -> tuple:

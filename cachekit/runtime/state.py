@@ -21,6 +21,7 @@ class BranchState:
 
     residuals: dict[int, dict[str, torch.Tensor | None] | None] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)
+    block_keys: dict[int, tuple] = field(default_factory=dict)  # additive blocks: input shapes of their last run
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Call:
     seg_compute: dict[int, bool] = field(default_factory=dict)
     seg_inputs: dict[int, dict] = field(default_factory=dict)
     seg_ctx: dict[int, Any] = field(default_factory=dict)
+    unit_decisions: dict[int, bool] = field(default_factory=dict)  # made by a block hook for its units
 
 
 def _sign(x: float) -> int:
