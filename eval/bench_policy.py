@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--updates", default="5,7,10,20")
     ap.add_argument("--top-n", type=int, default=4)
     ap.add_argument("--calib-episodes", type=int, default=10)
+    ap.add_argument("--metric", default="cosine", choices=("cosine", "l1"))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="bench_policy.md")
     args = ap.parse_args()
@@ -47,13 +48,16 @@ def main() -> None:
         ("EasyCache tau=0.3, R=5", EasyCacheConfig(threshold=0.3, warmup=5)),
     ]
     for m in (int(v) for v in args.updates.split(",")):
-        cal = plan_bac(rec, updates=m, top_n=args.top_n)
-        configs.append((f"BAC M={m}, top-{args.top_n} bubbling", cal.config))
+        cal = plan_bac(rec, updates=m, top_n=args.top_n, metric=args.metric)
+        configs.append((f"BAC M={m}, top-{args.top_n} bubbling ({args.metric})", cal.config))
 
+    from cachekit.reference import eval_policy as ep
+
+    base = ep.evaluate(policy, episodes=args.episodes, seed=0)   # deterministic: once for every config
     rows = []
     for label, cfg in configs:
         rep = evaluate_policy(cfg, episodes=args.episodes, seed=0, repeats=args.repeats, policy=policy,
-                              command=f"python eval/bench_policy.py --episodes {args.episodes}")
+                              baseline=base, command=f"python eval/bench_policy.py --episodes {args.episodes}")
         sp, cl = rep["speed"], rep["quality"]["closed_loop"]
         rows.append({"config": label, **{k: sp[k] for k in ("speedup", "computed_fraction", "uncached_s", "cached_s")},
                      "hz": sp["control_rate_hz"], "uncached": cl["uncached"], "cached": cl["cached"],

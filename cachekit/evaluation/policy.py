@@ -56,7 +56,12 @@ def _time_call(policy: Any, obs: torch.Tensor) -> float:
 
 
 def evaluate_policy(config: CacheConfig, *, episodes: int = 50, seed: int = 0, repeats: int = 5,
-                    out_dir: str | Path | None = None, command: str | None = None, policy: Any = None) -> dict:
+                    out_dir: str | Path | None = None, command: str | None = None, policy: Any = None,
+                    baseline: dict | None = None) -> dict:
+    """Uncached vs ``config`` on the shipped policy (or ``policy``). ``baseline``: the uncached
+    closed-loop result for the same episodes and seed (``eval_policy.evaluate``), when a caller
+    compares several configs and has it already; the closed loop is deterministic, so it is the
+    same numbers as running it again."""
     from ..reference import eval_policy as ep
 
     policy = policy or load_reference_policy()
@@ -71,7 +76,7 @@ def evaluate_policy(config: CacheConfig, *, episodes: int = 50, seed: int = 0, r
             t_cac.append(_time_call(policy, obs1))
     unc, cac = statistics.median(t_unc), statistics.median(t_cac)
 
-    base = ep.evaluate(policy, episodes=episodes, seed=seed)
+    base = baseline if baseline is not None else ep.evaluate(policy, episodes=episodes, seed=seed)
     counts = [0, 0]
 
     def tally(p: Any) -> None:   # called before each prediction: the previous one is complete
