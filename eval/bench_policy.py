@@ -1,6 +1,6 @@
 """BAC vs uniform every-N vs EasyCache on the shipped diffusion policy (100 DDPM steps), same run.
 
-    python eval/bench_policy.py [--episodes 50] [--updates 5,7,10,20] [--out bench_policy.md]
+    python eval/bench_policy.py [--episodes 50] [--updates 5,7,10,20] [--metrics cosine,l1] [--out bench_policy.md]
 
 BAC plans are calibrated on observation histories from closed-loop rollouts with episode seeds
 1000.. (never the evaluation seeds 0..episodes-1). Every config is scored on the same episode seeds
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--updates", default="5,7,10,20")
     ap.add_argument("--top-n", type=int, default=4)
     ap.add_argument("--calib-episodes", type=int, default=10)
-    ap.add_argument("--metric", default="cosine", choices=("cosine", "l1"))
+    ap.add_argument("--metrics", default="cosine", help="similarity metric(s) for BAC plans, e.g. cosine,l1")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="bench_policy.md")
     args = ap.parse_args()
@@ -44,12 +44,14 @@ def main() -> None:
     configs: list[tuple[str, object]] = [
         ("uniform every 3rd step", FixedIntervalConfig(interval=3, warmup=1, final_steps=1)),
         ("uniform every 5th step", FixedIntervalConfig(interval=5, warmup=1, final_steps=1)),
+        ("uniform every 10th step", FixedIntervalConfig(interval=10, warmup=1, final_steps=1)),
         ("EasyCache tau=0.1, R=5", EasyCacheConfig(threshold=0.1, warmup=5)),
         ("EasyCache tau=0.3, R=5", EasyCacheConfig(threshold=0.3, warmup=5)),
     ]
-    for m in (int(v) for v in args.updates.split(",")):
-        cal = plan_bac(rec, updates=m, top_n=args.top_n, metric=args.metric)
-        configs.append((f"BAC M={m}, top-{args.top_n} bubbling ({args.metric})", cal.config))
+    for metric in args.metrics.split(","):
+        for m in (int(v) for v in args.updates.split(",")):
+            cal = plan_bac(rec, updates=m, top_n=args.top_n, metric=metric)
+            configs.append((f"BAC M={m}, top-{args.top_n} bubbling, {metric}", cal.config))
 
     from cachekit.reference import eval_policy as ep
 

@@ -184,3 +184,15 @@ def test_calibrate_writes_bac_recipe_that_applies(tmp_path, capsys):
     cachekit.apply(w.target, out)
     w.generate([1, 2], 0)
     assert cachekit.stats(w.target).computed_fraction < 1.0
+
+
+def test_sweep_markdown_shows_the_workloads_own_metric():
+    from cachekit.evaluation.sweep import markdown
+    row = {"method": "bac", "settings": {"plan": tuple((f"u{i}", (0, 1)) for i in range(30)), "num_steps": 2},
+           "speedup": 1.5, "computed_fraction": 0.5, "psnr_mean": 30.0, "ssim_mean": 0.99,
+           "extra": {"class recognition": 0.9}}
+    text = markdown({"model": "m", "environment": {"command": "c", "device": "cpu"},
+                     "extra_uncached": {"class recognition": 1.0}, "rows": [row]})
+    assert "Uncached: class recognition 1.000" in text
+    assert "| class recognition | Pareto |" in text and "| 0.900 |" in text
+    assert "plan=<30 entries>" in text

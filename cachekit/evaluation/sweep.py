@@ -69,10 +69,15 @@ def sweep(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, 
               disable=not progress, unit="batch") as bar:
         res = compare_many(workload, configs, inputs, seeds, batch_size, repeats, bar)
     rows = []
+    # The workload's own quality metric (class recognition, content/direction recovery), if any.
+    extra = workload.extra_metrics
+    ref_out = res["ref"].outputs
+    uncached_extra = extra(ref_out, inputs) if extra is not None else {}
     for cfg, r in zip(configs, res["results"]):
-        q = quality(workload.kind, r["cached"].outputs, res["ref"].outputs)
+        q = quality(workload.kind, r["cached"].outputs, ref_out)
         rows.append({"method": cfg.method, "settings": dataclasses.asdict(cfg), **r["speed"],
-                     "psnr_mean": q["psnr_mean"], "ssim_mean": q["ssim_mean"]})
+                     "psnr_mean": q["psnr_mean"], "ssim_mean": q["ssim_mean"],
+                     "extra": extra(r["cached"].outputs, inputs) if extra is not None else {}})
     finite = [(min(r["psnr_mean"], 99.0), r["speedup"]) for r in rows]
     for i in pareto_front(finite):
         rows[i]["pareto"] = True
@@ -80,7 +85,7 @@ def sweep(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, 
     out.mkdir(parents=True, exist_ok=True)
     rep = {"schema": _report.SCHEMA_VERSION, "model": workload.name, "kind": workload.kind,
            "inputs": [str(i) for i in inputs], "seeds": list(seeds), "steps": workload.steps,
-           "rows": rows, "environment": environment(command), "files": {"json": "sweep.json", "markdown": "sweep.md",
+           "extra_uncached": uncached_extra, "rows": rows, "environment": environment(command), "files": {"json": "sweep.json", "markdown": "sweep.md",
                                                                  "plot": "pareto.png"}}
     (out / "sweep.json").write_text(json.dumps(_report._plain(rep), indent=2))
     (out / "sweep.md").write_text(markdown(rep))
@@ -90,14 +95,27 @@ def sweep(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, 
 
 def markdown(rep: dict) -> str:
     lines = [f"# cachekit sweep: {rep['model']}", "",
-             f"Command: `{rep['environment']['command']}`  ", f"Device: {rep['environment']['device']}", "",
-             "| method | settings | speedup | computed fraction | PSNR (dB) | SSIM | Pareto |",
-             "|---|---|---|---|---|---|---|"]
+             f"Command: `{rep['environment']['command']}`  ", f"Device: {rep['environment']['device']}", ""]
+    names = list(rep.get("extra_uncached") or {})
+    if names:
+        lines += ["Uncached: " + ", ".join(f"{k} {v:.3f}" for k, v in rep["extra_uncached"].items()), ""]
+    lines += ["| method | settings | speedup | computed fraction | PSNR (dB) | SSIM | " +
+              "".join(f"{n} | " for n in names) + "Pareto |",
+              "|---|---|---|---|---|---|" + "---|" * len(names) + "---|"]
     for r in sorted(rep["rows"], key=lambda r: (r["method"], -r["computed_fraction"])):
-        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        settings = ", ".join(f"{k}={_short(v)}" for k, v in r["settings"].items())
         lines.append(f"| {r['method']} | {settings} | {r['speedup']:.2f}x | {r['computed_fraction']:.3f} | "
-                     f"{_report._fmt(r['psnr_mean'])} | {r['ssim_mean']:.4f} | {'*' if r.get('pareto') else ''} |")
+                     f"{_report._fmt(r['psnr_mean'])} | {r['ssim_mean']:.4f} | " +
+                     "".join(f"{r['extra'].get(n, float('nan')):.3f} | " for n in names) +
+                     f"{'*' if r.get('pareto') else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _short(value) -> str:
+    """A setting as shown in a table: a BAC plan is summarised by its size, not printed."""
+    if isinstance(value, (tuple, list)) and len(str(value)) > 60:
+        return f"<{len(value)} entries>"
+    return str(value)
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:
