@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _model_args(p: argparse.ArgumentParser, out: str, repeats: int | None, inputs: bool = True) -> None:
     """--model, inputs (unless the command has its own), and the run options shared by commands."""
     p.add_argument("--model", required=True,
-                   help="reference model (digits, policy), a diffusers folder, a cached Hub id, or module:function")
+                   help="reference model (digits, video, policy), a diffusers folder, a cached Hub id, or module:function")
     if inputs:
         p.add_argument("--prompts", help="prompts file, one per line")
         p.add_argument("--labels", type=_int_list, help="class labels, e.g. 0,1,2 (class-conditional models)")

@@ -49,3 +49,31 @@ def test_demo_writes_table_and_plots(tmp_path, capsys):
     rec = rep["extra"]["class recognition"]
     assert 0 <= rec["cached"] <= 1 and 0 <= rec["uncached"] <= 1
     assert (tmp_path / "samples.png").stat().st_size > 0 and (tmp_path / "plan.png").stat().st_size > 0
+
+
+def test_eval_cli_on_the_video_model(tmp_path, capsys):
+    from cachekit.cli import main
+    out = tmp_path / "v"
+    code = main(["eval", "--model", "video", "--prompts", str(_write(tmp_path, "zero:up\nseven:left\n")),
+                 "--steps", "4", "--repeats", "1", "--method", "fixed_interval", "--set", "interval=2",
+                 "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["kind"] == "video" and rep["speed"]["computed_fraction"] < 1.0
+    extra = rep["extra"]
+    assert set(extra) >= {"content recovered", "direction recovered", "both recovered"}
+    assert all(0 <= v <= 1 for k in extra for v in extra[k].values())
+
+
+def test_video_inputs_must_name_content_and_direction(tmp_path, capsys):
+    from cachekit.cli import main
+    code = main(["eval", "--model", "video", "--prompts", str(_write(tmp_path, "zero\n")), "--steps", "2",
+                 "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "'content:direction'" in err and "\n" not in err
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "inputs.txt"
+    p.write_text(text)
+    return p

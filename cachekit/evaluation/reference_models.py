@@ -35,3 +35,43 @@ def digits_workload(steps: int | None = None) -> Workload:
         return {"class recognition": float((torch.from_numpy(pred) == want).float().mean())}
 
     return Workload("digits", "image", pipe, generate, list(DEFAULT_CLASS_LABELS), n_steps, recognition)
+
+
+def video_workload(steps: int | None = None) -> Workload:
+    """The moving-digits Wan video model: an input is ``"content:direction"`` (e.g. ``"zero:up"``;
+    contents zero/one/four/seven, directions up/down/left/right). Extra metrics: the share of clips
+    whose content, direction, and both, the evaluator recovers (``reference.eval_video.score_clips``)."""
+    from ..reference.eval_video import score_clips
+    from ..reference.video import DEFAULT_CONDITIONS, load_video_pipeline, video_prompt_embeds
+    from .workloads import WorkloadError
+
+    pipe = load_video_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    n_steps = steps or pipe.default_num_inference_steps
+
+    def split(inputs: Sequence) -> tuple[list[str], list[str]]:
+        pairs = [str(s).split(":") for s in inputs]
+        bad = [s for s, p in zip(inputs, pairs) if len(p) != 2]
+        if bad:
+            raise WorkloadError(f"video inputs are 'content:direction' (e.g. 'zero:up'); got {bad[0]!r}")
+        return [p[0].strip() for p in pairs], [p[1].strip() for p in pairs]
+
+    def generate(inputs: Sequence, seed: int) -> torch.Tensor:
+        contents, directions = split(inputs)
+        try:
+            pe, npe = video_prompt_embeds(pipe, contents, directions)
+        except ValueError as exc:
+            raise WorkloadError(f"video input: {exc}") from None
+        with torch.no_grad():
+            return pipe(prompt_embeds=pe, negative_prompt_embeds=npe, num_inference_steps=n_steps,
+                        generator=torch.Generator("cpu").manual_seed(seed), output_type="pt").frames
+
+    def recovery(frames: torch.Tensor, inputs: Sequence) -> dict:
+        contents, directions = split(inputs)
+        n_seeds = frames.shape[0] // len(inputs)     # outputs are seed-major, then by input
+        r = score_clips(frames, contents * n_seeds, directions * n_seeds)
+        return {"content recovered": r["content_accuracy"], "direction recovered": r["direction_accuracy"],
+                "both recovered": r["both_accuracy"]}
+
+    inputs = [f"{c}:{d}" for c, d in DEFAULT_CONDITIONS]
+    return Workload("video", "video", pipe, generate, inputs, n_steps, recovery)

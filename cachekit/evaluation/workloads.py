@@ -86,10 +86,13 @@ def _reference(name: str, steps: int | None) -> Workload:
     if name == "digits":
         from .reference_models import digits_workload
         return digits_workload(steps)
-    raise WorkloadError(f"unknown reference model {name!r}; shipped: digits")
+    if name == "video":
+        from .reference_models import video_workload
+        return video_workload(steps)
+    raise WorkloadError(f"unknown reference model {name!r}; shipped: digits, video")
 
 
-REFERENCE_MODELS = ("digits",)
+REFERENCE_MODELS = ("digits", "video")
 
 
 def load_workload(spec: str, steps: int | None = None) -> Workload:
