@@ -35,7 +35,7 @@ def test_architecture_and_eval_mode(pipe):
     assert isinstance(pipe, WanPipeline)
     assert isinstance(tr, WanTransformer3DModel)
     assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
-    assert tuple(tr.config.patch_size) == (1, 2, 2)
+    assert tuple(tr.config.patch_size) == (3, 2, 2)
     assert tr.config.qk_norm == "rms_norm_across_heads"
     assert len(tr.blocks) >= 4
     assert pipe.vae is None and pipe.text_encoder is None and pipe.tokenizer is None

@@ -95,10 +95,16 @@ DEFAULT_CONDITIONS: list[tuple[str, str]] = [
 TEXT_DIM = 32
 NUM_CONDITION_TOKENS = 2
 
-#: Architecture (kwargs of WanTransformer3DModel): width 96 (3 heads x 32), 6 blocks, FFN 256;
-#: patch (1, 2, 2) on 9x16x16x1 clips -> 9 * 8 * 8 = 576 tokens per clip.
+#: Architecture (kwargs of WanTransformer3DModel): width 96 (3 heads x 32), 8 blocks, FFN 256;
+#: patch (3, 2, 2) on 9x16x16x1 clips -> 3 * 8 * 8 = 192 tokens per clip. Why a temporal patch of
+#: 3: Wan's only position signal is a relative 3D RoPE, and the first model (patch (1, 2, 2), 576
+#: tokens) learned the motion axis (83% of clips) but not its sign (at chance after 1.7k steps):
+#: up vs down is the same clip played backwards. Inside a token spanning 3 frames the frame order
+#: is absolute (fixed positions in the patch projection), so the local motion sign is visible to
+#: every token; the shorter sequence also makes a training step 3.7x cheaper (1067 -> 288 ms,
+#: batch 16, 2 threads, this machine).
 DEFAULT_TRANSFORMER_CONFIG: dict[str, Any] = {
-    "patch_size": [1, 2, 2],
+    "patch_size": [3, 2, 2],
     "num_attention_heads": 3,
     "attention_head_dim": 32,
     "in_channels": 1,
@@ -106,7 +112,7 @@ DEFAULT_TRANSFORMER_CONFIG: dict[str, Any] = {
     "text_dim": TEXT_DIM,
     "freq_dim": 64,
     "ffn_dim": 256,
-    "num_layers": 6,
+    "num_layers": 8,
     "cross_attn_norm": True,
     "qk_norm": "rms_norm_across_heads",
     "eps": 1e-6,
@@ -256,6 +262,10 @@ class MovingDigitsWanPipeline(WanPipeline):
         # (``num_frames % 1 != 1`` is always true) would add one frame, so pre-compensate and drop the
         # warning it logs. The latents then have exactly ``num_frames`` frames.
         num_frames = max(int(num_frames), 1)
+        p_t = int(self.transformer.config.patch_size[0])
+        if num_frames % p_t:
+            raise ValueError(f"num_frames must be a multiple of the transformer's temporal patch size {p_t}, "
+                             f"got {num_frames}")
         with _DropFramesWarning():
             out = super().__call__(
             height=height, width=width, num_frames=num_frames - 1, num_inference_steps=num_inference_steps,
