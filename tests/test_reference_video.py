@@ -187,3 +187,11 @@ def test_config_records_weights_checksum():
     assert cfg["weights"]["sha256"] == sha256_file(d / "model.safetensors")
     assert cfg["weights"]["ema"] is True
 
+
+
+def test_num_frames_must_fit_the_temporal_patch(pipe):
+    from cachekit.reference.video import video_prompt_embeds
+
+    pe, npe = video_prompt_embeds(pipe, ["one"], ["up"])
+    with pytest.raises(ValueError, match="multiple of the transformer's temporal patch size 3, got 8"):
+        pipe(prompt_embeds=pe, negative_prompt_embeds=npe, num_frames=8, num_inference_steps=1)

@@ -1,7 +1,7 @@
 """Video reference model: a pixel-space Wan transformer on procedurally generated moving-digit clips.
 
 What it is
-    A stock :class:`diffusers.WanTransformer3DModel` (``patch_size=(1, 2, 2)``,
+    A stock :class:`diffusers.WanTransformer3DModel` (``patch_size=(3, 2, 2)``,
     ``qk_norm="rms_norm_across_heads"``) trained here (``cachekit.reference.train_video``) on clips of
     9 frames of 16x16x1 pixels in which one of four scikit-learn 8x8 digits (the *content*: zero,
     one, four, seven) moves by one pixel per frame in one of four *directions* (up, down, left,
