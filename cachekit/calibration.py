@@ -9,7 +9,7 @@ fixed random subset of at most ``max_features`` elements (the same subset at eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -84,6 +84,21 @@ class Recording:
     units: list
     runs: list[dict[int, dict[int, np.ndarray]]]
     fingerprint: str
+    _statistics: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def statistics(self, metric: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Per unit name: the similarity matrix averaged over runs, and the volatility. Computed
+        once per metric (plans for several budgets M share them)."""
+        cache = self._statistics
+        if metric not in cache:
+            T = self.num_steps
+            sims, vols = {}, {}
+            for k, unit in enumerate(self.units):
+                feats = [np.stack([r[k][t] for t in range(T)]) for r in self.runs]
+                sims[unit.name] = np.mean([similarity_matrix(f, metric) for f in feats], axis=0)
+                vols[unit.name] = float(np.mean([volatility(f) for f in feats]))
+            cache[metric] = (sims, vols)
+        return cache[metric]
 
     @property
     def num_steps(self) -> int:
@@ -117,11 +132,7 @@ def plan_bac(rec: Recording, *, updates: int, top_n: int = 4, metric: str = "cos
     """The BAC plan for a recording: ACS per unit, Bubbling Union for the top-n volatile units."""
     T = rec.num_steps
     names = [u.name for u in rec.units]
-    sims, vols = {}, {}
-    for k, name in enumerate(names):
-        feats = [np.stack([r[k][t] for t in range(T)]) for r in rec.runs]
-        sims[name] = np.mean([similarity_matrix(f, metric) for f in feats], axis=0)
-        vols[name] = float(np.mean([volatility(f) for f in feats]))
+    sims, vols = rec.statistics(metric)
     plans = {n: acs_schedule(sims[n], updates, force_last=force_last) for n in names}
     selected = top_volatile(vols, top_n)
     plans = bubbling_union(plans, {u.name: u.layer for u in rec.units},
