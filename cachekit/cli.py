@@ -216,7 +216,7 @@ def _recipe_for(workload: Any) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(out=args.out, steps=args.steps, repeats=args.repeats, recipe=args.recipe)
+    return run_demo(out=args.out, steps=args.steps, repeats=args.repeats, recipe=args.recipe, model=args.model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,13 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cachekit", description="Training-free caching for diffusion transformers.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="uncached vs cached on the shipped digits DiT: speed, quality, plots",
-                       description="Runs the shipped digits reference DiT uncached and with its recipe (same "
-                                   "seeds, same process); prints a table and writes samples.png and plan.png.")
+    d = sub.add_parser("demo", help="uncached vs cached on a shipped reference model: speed, quality, plots",
+                       description="Runs a shipped reference model (default: the digits DiT) uncached and with its "
+                                   "recipe (same seeds, same process); prints a table and writes samples.png and "
+                                   "plan.png.")
+    d.add_argument("--model", choices=("digits", "video"), default="digits",
+                   help="digits (class-conditional DiT) or video (moving-digits Wan) (default: %(default)s)")
     d.add_argument("--out", default="cachekit-demo", help="output folder (default: %(default)s)")
     d.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default: %(default)s)")
     d.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats (default: %(default)s)")
-    d.add_argument("--recipe", default="digits", help="recipe name or path (default: %(default)s)")
+    d.add_argument("--recipe", default=None, help="recipe name or path (default: the model's: digits or video)")
     d.set_defaults(func=_cmd_demo)
 
     e = sub.add_parser("eval", help="compare uncached vs cached outputs and speed; write a report",

@@ -77,3 +77,19 @@ def _write(tmp_path, text):
     p = tmp_path / "inputs.txt"
     p.write_text(text)
     return p
+
+
+def test_demo_on_the_video_model(tmp_path, capsys):
+    from cachekit.demo import run_demo
+    assert run_demo(out=str(tmp_path), steps=4, repeats=1, model="video") == 0
+    text = capsys.readouterr().out
+    assert "moving-digits Wan" in text and "direction recovered" in text and "8 clips x 4 steps" in text
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert set(rep["extra"]) == {"content recovered", "direction recovered", "both recovered"}
+    assert (tmp_path / "samples.png").stat().st_size > 0
+
+
+def test_demo_refuses_an_unknown_model(tmp_path):
+    from cachekit.demo import run_demo
+    with pytest.raises(ValueError, match="unknown demo model 'policy'"):
+        run_demo(out=str(tmp_path), steps=2, model="policy")
