@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from cachekit import EasyCacheConfig, FixedIntervalConfig
+from cachekit import BACConfig, EasyCacheConfig, FixedIntervalConfig
 from cachekit.calibration import plan_bac, record_units
 from cachekit.evaluation.policy import evaluate_policy, load_reference_policy, rollout_observations
 
@@ -28,6 +28,9 @@ def main() -> None:
     ap.add_argument("--top-n", type=int, default=4)
     ap.add_argument("--calib-episodes", type=int, default=10)
     ap.add_argument("--metrics", default="cosine", help="similarity metric(s) for BAC plans, e.g. cosine,l1")
+    ap.add_argument("--uniform-plans", default="10",
+                    help="also run BACConfig with a uniform plan (every N-th step + the last, every unit): "
+                         "the unit-level runtime without the calibrated schedule")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="bench_policy.md")
     args = ap.parse_args()
@@ -48,6 +51,11 @@ def main() -> None:
         ("EasyCache tau=0.1, R=5", EasyCacheConfig(threshold=0.1, warmup=5)),
         ("EasyCache tau=0.3, R=5", EasyCacheConfig(threshold=0.3, warmup=5)),
     ]
+    units = [u.name for u in rec.units]
+    for n in (int(v) for v in args.uniform_plans.split(",") if v.strip()):
+        plan = {u: sorted(set(range(0, rec.num_steps, n)) | {rec.num_steps - 1}) for u in units}
+        configs.append((f"BAC runtime, uniform plan every {n}th step", BACConfig(plan=plan, num_steps=rec.num_steps,
+                                                                              model=rec.fingerprint)))
     for metric in args.metrics.split(","):
         for m in (int(v) for v in args.updates.split(",")):
             cal = plan_bac(rec, updates=m, top_n=args.top_n, metric=metric)
