@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--uniform-plans", default="10",
                     help="also run BACConfig with a uniform plan (every N-th step + the last, every unit): "
                          "the unit-level runtime without the calibrated schedule")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the every-N and EasyCache rows")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="bench_policy.md")
     args = ap.parse_args()
@@ -51,6 +52,8 @@ def main() -> None:
         ("EasyCache tau=0.1, R=5", EasyCacheConfig(threshold=0.1, warmup=5)),
         ("EasyCache tau=0.3, R=5", EasyCacheConfig(threshold=0.3, warmup=5)),
     ]
+    if args.no_baselines:
+        configs = []
     units = [u.name for u in rec.units]
     for n in (int(v) for v in args.uniform_plans.split(",") if v.strip()):
         plan = {u: sorted(set(range(0, rec.num_steps, n)) | {rec.num_steps - 1}) for u in units}
