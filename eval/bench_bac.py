@@ -57,14 +57,14 @@ def main() -> None:
                                          for s in args.calib_seeds.split(",")])
     print(f"calibrated on {len(rec.runs)} run(s) of {len(inputs)} inputs in {time.time() - t0:.0f} s", flush=True)
 
-    configs = [EasyCacheConfig(threshold=t, warmup=args.warmup) for t in _floats(args.easycache)]
-    configs += [FixedIntervalConfig(interval=int(i), warmup=args.warmup, final_steps=1) for i in _floats(args.interval)]
-    labels = [f"easycache threshold={c.threshold}" for c in configs if c.method == "easycache"]
-    labels += [f"fixed_interval interval={c.interval}" for c in configs if c.method == "fixed_interval"]
-    for m in (int(v) for v in args.updates.split(",")):
-        cal = plan_bac(rec, updates=m, top_n=args.top_n, metric=args.metric)
-        configs.append(cal.config)
-        labels.append(f"bac M={m}, top-{args.top_n}, {args.metric}")
+    labelled = [(f"easycache threshold={t}", EasyCacheConfig(threshold=t, warmup=args.warmup))
+                for t in _floats(args.easycache)]
+    labelled += [(f"fixed_interval interval={int(i)}",
+                  FixedIntervalConfig(interval=int(i), warmup=args.warmup, final_steps=1)) for i in _floats(args.interval)]
+    labelled += [(f"bac M={m}, top-{args.top_n}, {args.metric}",
+                  plan_bac(rec, updates=m, top_n=args.top_n, metric=args.metric).config)
+                 for m in (int(v) for v in args.updates.split(","))]
+    labels, configs = [lab for lab, _ in labelled], [cfg for _, cfg in labelled]
 
     out = Path(args.out)
     rep = sweep(workload, configs, inputs, seeds, batch_size=len(inputs), repeats=args.repeats, out_dir=out,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 
 import torch
@@ -36,6 +38,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench_policy.md")
     args = ap.parse_args()
     torch.set_flush_denormal(True)   # denormals slow CPU matmuls ~5x; same setting for every config
+    command = "python eval/bench_policy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     policy = load_reference_policy()
 
     t0 = time.time()
@@ -45,15 +48,13 @@ def main() -> None:
                                 for k, b in enumerate(batches)])
     print(f"recorded {len(batches)} calibration runs ({len(obs)} observation histories) in {time.time() - t0:.0f} s")
 
-    configs: list[tuple[str, object]] = [
+    configs: list[tuple[str, object]] = [] if args.no_baselines else [
         ("uniform every 3rd step", FixedIntervalConfig(interval=3, warmup=1, final_steps=1)),
         ("uniform every 5th step", FixedIntervalConfig(interval=5, warmup=1, final_steps=1)),
         ("uniform every 10th step", FixedIntervalConfig(interval=10, warmup=1, final_steps=1)),
         ("EasyCache tau=0.1, R=5", EasyCacheConfig(threshold=0.1, warmup=5)),
         ("EasyCache tau=0.3, R=5", EasyCacheConfig(threshold=0.3, warmup=5)),
     ]
-    if args.no_baselines:
-        configs = []
     units = [u.name for u in rec.units]
     for n in (int(v) for v in args.uniform_plans.split(",") if v.strip()):
         plan = {u: sorted(set(range(0, rec.num_steps, n)) | {rec.num_steps - 1}) for u in units}
@@ -70,7 +71,7 @@ def main() -> None:
     rows = []
     for label, cfg in configs:
         rep = evaluate_policy(cfg, episodes=args.episodes, seed=0, repeats=args.repeats, policy=policy,
-                              baseline=base, command=f"python eval/bench_policy.py --episodes {args.episodes}")
+                              baseline=base, command=command)
         sp, cl = rep["speed"], rep["quality"]["closed_loop"]
         rows.append({"config": label, **{k: sp[k] for k in ("speedup", "computed_fraction", "uncached_s", "cached_s")},
                      "hz": sp["control_rate_hz"], "uncached": cl["uncached"], "cached": cl["cached"],
@@ -80,7 +81,7 @@ def main() -> None:
 
     u = rows[0]["uncached"]
     lines = [f"Policy reference model (`assets/pointmass_policy`, 100 DDPM steps), {args.episodes} episodes "
-             f"(seeds 0..{args.episodes - 1}); `python eval/bench_policy.py --episodes {args.episodes}`", "",
+             f"(seeds 0..{args.episodes - 1}); `{command}`", "",
              f"Uncached: success {u['success_rate']:.2f} [{u['success_rate_ci95'][0]:.2f}, {u['success_rate_ci95'][1]:.2f}], "
              f"score {u['mean_max_score']:.3f} +- {u['max_score_std']:.3f}", "",
              "| config | speedup (batch-1 prediction) | control rate | computed fraction | success [95% CI] | score +- std | mean abs action diff |",

@@ -85,8 +85,8 @@ def sweep(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, 
     out.mkdir(parents=True, exist_ok=True)
     rep = {"schema": _report.SCHEMA_VERSION, "model": workload.name, "kind": workload.kind,
            "inputs": [str(i) for i in inputs], "seeds": list(seeds), "steps": workload.steps,
-           "extra_uncached": uncached_extra, "rows": rows, "environment": environment(command), "files": {"json": "sweep.json", "markdown": "sweep.md",
-                                                                 "plot": "pareto.png"}}
+           "extra_uncached": uncached_extra, "rows": rows, "environment": environment(command),
+           "files": {"json": "sweep.json", "markdown": "sweep.md", "plot": "pareto.png"}}
     (out / "sweep.json").write_text(json.dumps(_report._plain(rep), indent=2))
     (out / "sweep.md").write_text(markdown(rep))
     _plot(rows, out / "pareto.png", workload.name)

@@ -23,7 +23,8 @@ from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .weights import CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files, sha256_file
+from .weights import (CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files,
+                      scheduler_from_config, sha256_file)
 
 __all__ = [
     "DigitsDiTPipeline",
@@ -250,11 +251,7 @@ def build_transformer(config: dict[str, Any] | None = None) -> DiTTransformer2DM
 
 
 def build_scheduler(config: dict[str, Any] | None = None) -> DDIMScheduler:
-    cfg = dict(DEFAULT_SCHEDULER_CONFIG if config is None else config)
-    name = cfg.pop("_class_name", "DDIMScheduler")
-    if name != "DDIMScheduler":
-        raise ValueError(f"unsupported scheduler class {name!r} (expected DDIMScheduler)")
-    return DDIMScheduler.from_config(cfg)
+    return scheduler_from_config(DDIMScheduler, DEFAULT_SCHEDULER_CONFIG if config is None else config)
 
 
 def _default_dir() -> pathlib.Path:

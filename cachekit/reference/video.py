@@ -48,7 +48,8 @@ from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 from diffusers.video_processor import VideoProcessor
 
 from .digits import ReferenceWeightsError as _BaseWeightsError  # one error type for all reference models
-from .weights import CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files, sha256_file
+from .weights import (CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files,
+                      scheduler_from_config, sha256_file)
 
 __all__ = [
     "MovingDigitsWanPipeline",
@@ -371,11 +372,7 @@ def build_transformer(config: dict[str, Any] | None = None) -> WanTransformer3DM
 
 
 def build_scheduler(config: dict[str, Any] | None = None) -> FlowMatchEulerDiscreteScheduler:
-    cfg = dict(DEFAULT_SCHEDULER_CONFIG if config is None else config)
-    name = cfg.pop("_class_name", "FlowMatchEulerDiscreteScheduler")
-    if name != "FlowMatchEulerDiscreteScheduler":
-        raise ValueError(f"unsupported scheduler class {name!r} (expected FlowMatchEulerDiscreteScheduler)")
-    return FlowMatchEulerDiscreteScheduler.from_config(cfg)
+    return scheduler_from_config(FlowMatchEulerDiscreteScheduler, DEFAULT_SCHEDULER_CONFIG if config is None else config)
 
 
 def _default_dir() -> pathlib.Path:

@@ -68,3 +68,13 @@ def load_checked_state(weights_file: pathlib.Path, cfg: dict, cfg_file: pathlib.
     if bad:
         raise error(f"{label}: weight file {weights_file} holds non-finite values in {bad[:3]}")
     return state
+
+
+def scheduler_from_config(scheduler_cls: type, config: dict[str, Any]) -> Any:
+    """A diffusers scheduler of exactly ``scheduler_cls`` from a shipped config's ``scheduler``
+    entry; another ``_class_name`` there is a one-line error."""
+    cfg = dict(config)
+    name = cfg.pop("_class_name", scheduler_cls.__name__)
+    if name != scheduler_cls.__name__:
+        raise ValueError(f"unsupported scheduler class {name!r} (expected {scheduler_cls.__name__})")
+    return scheduler_cls.from_config(cfg)
