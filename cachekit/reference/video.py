@@ -103,7 +103,7 @@ NUM_CONDITION_TOKENS = 2
 #: up vs down is the same clip played backwards. Inside a token spanning 3 frames the frame order
 #: is absolute (fixed positions in the patch projection), so the local motion sign is visible to
 #: every token; the shorter sequence also makes a training step 3.7x cheaper (1067 -> 288 ms,
-#: batch 16, 2 threads, this machine).
+#: batch 16, 2 threads, this machine; see the model card).
 DEFAULT_TRANSFORMER_CONFIG: dict[str, Any] = {
     "patch_size": [3, 2, 2],
     "num_attention_heads": 3,
