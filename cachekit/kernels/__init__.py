@@ -4,6 +4,13 @@ Each function is the eager torch reference, which is also the CPU path. Fused Tr
 sit beside their reference (``<name>_reference`` stays the test oracle) and be chosen at dispatch.
 """
 
-from .reference import add_residual, mean_abs, mean_abs_diff, residual
+from .reference import (add_residual, drift_stats_reference, mean_abs, mean_abs_diff, residual,
+                        residual_with_stats_reference, reuse_reference)
 
-__all__ = ["add_residual", "mean_abs", "mean_abs_diff", "residual"]
+# Dispatch (triton on CUDA, else the reference) lands with the kernels; until then the references serve.
+reuse = reuse_reference
+drift_stats = drift_stats_reference
+residual_with_stats = residual_with_stats_reference
+
+__all__ = ["add_residual", "drift_stats", "mean_abs", "mean_abs_diff", "residual", "residual_with_stats", "reuse",
+           "drift_stats_reference", "residual_with_stats_reference", "reuse_reference"]

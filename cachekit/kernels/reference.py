@@ -24,3 +24,42 @@ def mean_abs(x: torch.Tensor) -> float:
 def mean_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """mean|a - b| accumulated in fp32."""
     return float((a - b).abs().mean(dtype=torch.float32))
+
+
+def reuse_reference(x: torch.Tensor, terms: list[torch.Tensor] | tuple[torch.Tensor, ...],
+                    weights: list[float] | tuple[float, ...], *, inplace: bool = False) -> torch.Tensor:
+    """Reuse step with forecasting: ``x + sum_i weights[i] * terms[i]``, accumulated in fp32 and
+    rounded once to x's dtype. One term with weight 1.0 is plain reuse, ``x + r``, bit for bit (the
+    dtype's own add rounds the exact fp32 sum the same way). ``inplace`` writes into ``x``.
+
+    Args:
+        x: the current input of the reused range (any shape).
+        terms: 1 to 4 cached tensors of x's shape and dtype (residual, its finite differences, ...).
+        weights: one python float per term.
+    """
+    if len(terms) != len(weights) or not terms:
+        raise ValueError(f"reuse: {len(terms)} terms and {len(weights)} weights; need the same number >= 1")
+    if len(terms) == 1 and float(weights[0]) == 1.0:
+        return x.add_(terms[0]) if inplace else x + terms[0]
+    acc = x.to(torch.float32)
+    for t, w in zip(terms, weights):
+        acc = acc + float(w) * t.to(torch.float32)
+    if inplace:
+        return x.copy_(acc)
+    return acc.to(x.dtype)
+
+
+def drift_stats_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[mean|a - b|, mean|b|]`` as one fp32 tensor of shape (2,) on a's device (no host sync):
+    the relative drift of a against the reference b is stats[0] / stats[1]."""
+    d = (a.to(torch.float32) - b.to(torch.float32)).abs().mean()
+    return torch.stack([d, b.abs().mean(dtype=torch.float32)])
+
+
+def residual_with_stats_reference(out: torch.Tensor, inp: torch.Tensor,
+                                  ref: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``r = out - inp`` (in out's dtype, equal to ``residual``) and, on the device, the drift
+    statistics ``[mean|r - ref|, mean|ref|]`` of r against a reference residual; with no reference,
+    ``[mean|r|, mean|r|]``."""
+    r = out - inp
+    return r, drift_stats_reference(r, r if ref is None else ref)
