@@ -72,11 +72,26 @@ def _check_value(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+#: What a reuse step puts in place of a cached tensor (rules in ``cachekit.methods.forecast``).
+FORECASTS = ("none", "taylor", "foca")
+_FORECAST_DEFAULTS = {"forecast": "none", "forecast_order": 1}
+
+
 @dataclasses.dataclass(frozen=True)
 class CacheConfig:
-    """Base of all method configs. Subclasses are frozen dataclasses whose fields use ``spec``."""
+    """Base of all method configs. Subclasses are frozen dataclasses whose fields use ``spec``.
+
+    Args (shared by every method):
+        forecast: "none" reuses the cached tensor as it is; "taylor" extrapolates it from the last
+            ``forecast_order`` + 1 computed steps (polynomial in step index); "foca" uses a
+            BDF2 predictor with a Heun-style correction over the last three computed steps.
+            Memory: one extra cached tensor per unit and CFG branch per extra point.
+        forecast_order: Taylor order k (0 = plain reuse, bit for bit); ignored by "foca".
+    """
 
     method: ClassVar[str] = ""
+    forecast: str = spec("none", choices=FORECASTS, help="reuse as is, or forecast the cached tensor")
+    forecast_order: int = spec(1, lo=0, hi=3, help="Taylor order of the forecast")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -88,11 +103,24 @@ class CacheConfig:
         """Cross-field checks; raise ConfigError. Per-field bounds are checked before this."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "settings": dataclasses.asdict(self)}
+        """Method and settings as written in recipes; the shared forecast settings only when they
+        differ from plain reuse (older recipes stay as they were)."""
+        settings = dataclasses.asdict(self)
+        for key, default in _FORECAST_DEFAULTS.items():
+            if settings.get(key) == default:
+                settings.pop(key)
+        settings = {k: settings[k] for k in [*[k for k in settings if k not in _FORECAST_DEFAULTS],
+                                             *[k for k in settings if k in _FORECAST_DEFAULTS]]}
+        return {"method": self.method, "settings": settings}
+
+    def forecast_settings(self) -> dict[str, Any]:
+        """The shared forecast settings that differ from plain reuse (for custom ``to_dict``)."""
+        return {k: getattr(self, k) for k, d in _FORECAST_DEFAULTS.items() if getattr(self, k) != d}
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        names = [f.name for f in dataclasses.fields(cls)]
+        return tuple([n for n in names if n not in _FORECAST_DEFAULTS] + [n for n in names if n in _FORECAST_DEFAULTS])
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> "CacheConfig":

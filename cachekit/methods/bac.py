@@ -54,7 +54,7 @@ class BACConfig(CacheConfig):
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "settings": {"plan": {n: list(s) for n, s in self.plan},
-                                                    "num_steps": self.num_steps, "model": self.model}}
+                                                    "num_steps": self.num_steps, "model": self.model, **self.forecast_settings()}}
 
 
 @register_method(BACConfig)

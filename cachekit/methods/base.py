@@ -78,6 +78,22 @@ class CacheMethod:
         branch only; the runtime forces a compute when nothing reusable is cached."""
         raise NotImplementedError
 
+    @property
+    def history_depth(self) -> int:
+        """Cached tensors kept per segment/unit and branch (1 = plain reuse)."""
+        from .forecast import history_depth
+
+        return history_depth(getattr(self.config, "forecast", "none"), getattr(self.config, "forecast_order", 0))
+
+    def reuse_weights(self, ctx: UnitContext, steps: tuple[int, ...]) -> tuple[float, ...]:
+        """Weights of the cached tensors computed at ``steps`` (newest first) on a reuse step:
+        the reused tensor is ``sum_i w_i * cached_i``. Default: the config's forecast; (1.0,) is
+        plain reuse. Methods with fitted corrections (ERTACache) override this."""
+        from .forecast import forecast_weights
+
+        c = self.config
+        return forecast_weights(getattr(c, "forecast", "none"), getattr(c, "forecast_order", 0), steps, ctx.step)
+
     def observe(self, ctx: UnitContext, outputs: Any) -> None:
         """Called after a segment was computed, with its output streams (a dict), or after a
         sub-block unit was computed, with its output (any branch)."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..adapters.base import BlockBinding, BlockIO
-from ..kernels import add_residual, residual
+from ..kernels import add_residual, residual, reuse
 from ..methods.base import CacheMethod, UnitContext
 from .patches import InstancePatches
 from .state import CacheStats, Generation
@@ -62,6 +62,7 @@ class Session:
         self.call = None  # the model call in progress, if any
         self.context: Hashable | None = None  # diffusers cache_context name, if set
         self._patches = InstancePatches()
+        self.depth = method.history_depth  # cached steps kept per segment/unit (forecasting)
 
     # ---- install / uninstall -------------------------------------------------------------
     def install(self, owners: list[object]) -> None:
@@ -186,9 +187,12 @@ class Session:
             key = _shape_key(args, kwargs)
             cached = branch.residuals.get(u)
             if not compute and cached is not None and cached[0] == key:
-                return cached[1]
+                return self._reused_unit(call, branch, u)
             out = original(*args, **kwargs)
             branch.residuals[u] = (key, _detach(out))
+            if branch.history.get(u) and branch.history[u][0][1][0] != key:
+                branch.history[u] = []  # other input shapes: older outputs cannot forecast this one
+            branch.remember(u, call.step, branch.residuals[u], self.depth)
             call.computed[u] = True
             self.method.observe(UnitContext(call.step, self.gen.num_steps, u, call.branch, call.leader, {},
                                             branch.scratch), out)
@@ -211,7 +215,7 @@ class Session:
             if not any(decisions) and branch.block_keys.get(layer) == key:
                 x = binding.streams(args, kwargs)[main]
                 for u in members:
-                    x = x + branch.residuals[u][1]
+                    x = x + self._reused_unit(call, branch, u)
                 return binding.build_output({main: x})
             call.unit_decisions.update(zip(members, decisions))
             try:
@@ -224,6 +228,34 @@ class Session:
             return result
 
         return impl
+
+    def _reused_unit(self, call: Any, branch: Any, u: int) -> Any:
+        """A unit's output on a reuse step: the cached output, or its forecast."""
+        latest = branch.residuals[u][1]
+        hist = [h for _, h in branch.history.get(u, ())]
+        if not isinstance(latest, torch.Tensor) or len(hist) < 1:
+            return latest
+        ctx = UnitContext(call.step, self.gen.num_steps, u, call.branch, call.leader, {}, branch.scratch)
+        weights = self.method.reuse_weights(ctx, tuple(s for s, _ in branch.history[u]))
+        if tuple(weights) == (1.0,):
+            return latest
+        terms = [h[1] for h in hist[:len(weights)]]
+        # sum_i w_i H_i written as H_0 + (w_0 - 1) H_0 + sum_{i>0} w_i H_i: the fused reuse form
+        return reuse(latest, terms, [weights[0] - 1.0, *weights[1:]])
+
+    def _reuse_streams(self, ctx: UnitContext, branch: Any, seg: int, cached: dict, inputs: dict) -> dict:
+        """Each stream's input plus its cached residual, or plus the forecast residual."""
+        hist = _matching_history(branch.history.get(seg, ()), cached)
+        weights = tuple(self.method.reuse_weights(ctx, tuple(st for st, _ in hist))) if hist else (1.0,)
+        out = {}
+        for s, r in cached.items():
+            if r is None:
+                out[s] = None
+            elif weights == (1.0,):
+                out[s] = add_residual(inputs[s], r)
+            else:
+                out[s] = reuse(inputs[s], [h[s] for _, h in hist[:len(weights)]], weights)
+        return out
 
     def _begin_segment(self, call: Any, seg: int, inputs: dict) -> dict | None:
         """Decide for this segment; return the reused output streams, or None to compute."""
@@ -238,7 +270,7 @@ class Session:
         cached = branch.residuals.get(seg)
         if not compute and _reusable(cached, inputs):
             call.seg_compute[seg] = False
-            return {s: (None if r is None else add_residual(inputs[s], r)) for s, r in cached.items()}
+            return self._reuse_streams(ctx, branch, seg, cached, inputs)
         call.seg_compute[seg] = True
         call.seg_inputs[seg] = inputs
         call.seg_ctx[seg] = ctx
@@ -256,7 +288,9 @@ class Session:
             else:  # a stream created or reshaped inside the segment: nothing reusable
                 res = None
                 break
-        self.gen.branch(call.branch).residuals[seg] = res
+        branch = self.gen.branch(call.branch)
+        branch.residuals[seg] = res
+        branch.remember(seg, call.step, res, self.depth)
         self.method.observe(call.seg_ctx.pop(seg), outputs)
 
 
@@ -287,6 +321,19 @@ def _detach(out: Any) -> Any:
         return out.detach()
     if isinstance(out, tuple):
         return tuple(_detach(o) for o in out)
+    return out
+
+
+def _matching_history(entries: Any, cached: dict) -> list:
+    """The newest history entries whose streams match the newest cached residuals in shape and
+    dtype (a resolution change in between leaves only the newest)."""
+    out = []
+    for step, payload in entries:
+        if not payload or payload.keys() != cached.keys() or any(
+                (a is None) != (b is None) or (a is not None and (a.shape != b.shape or a.dtype != b.dtype))
+                for a, b in ((payload[s], cached[s]) for s in cached)):
+            break
+        out.append((step, payload))
     return out
 
 

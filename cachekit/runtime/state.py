@@ -22,6 +22,39 @@ class BranchState:
     residuals: dict[int, dict[str, torch.Tensor | None] | None] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)
     block_keys: dict[int, tuple] = field(default_factory=dict)  # additive blocks: input shapes of their last run
+    # forecasting: per segment / unit, (step, cached payload) of the last computed steps, newest
+    # first; the newest entry is the same object as ``residuals[k]`` (no extra memory at depth 1)
+    history: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
+
+    def remember(self, k: int, step: int, payload: Any, depth: int) -> None:
+        """Push the payload computed at ``step`` for segment/unit ``k``, keeping ``depth`` entries."""
+        if payload is None:
+            self.history[k] = []
+            return
+        old = [e for e in self.history.get(k, ()) if e[0] != step]
+        self.history[k] = [(step, payload), *old][:depth]
+
+    def cached_bytes(self) -> int:
+        """Bytes held by the cached tensors of this branch (each tensor counted once)."""
+        seen: dict[int, int] = {}
+        for entries in self.history.values():
+            for _, payload in entries:
+                for t in _tensors(payload):
+                    seen[id(t)] = t.numel() * t.element_size()
+        for payload in self.residuals.values():
+            for t in _tensors(payload):
+                seen[id(t)] = t.numel() * t.element_size()
+        return sum(seen.values())
+
+
+def _tensors(payload: Any) -> list[torch.Tensor]:
+    if isinstance(payload, torch.Tensor):
+        return [payload]
+    if isinstance(payload, dict):
+        return [t for v in payload.values() for t in _tensors(v)]
+    if isinstance(payload, (tuple, list)):
+        return [t for v in payload for t in _tensors(v)]
+    return []
 
 
 @dataclass
@@ -114,6 +147,8 @@ class CacheStats:
         branches: CFG branch of each model call.
         num_steps: steps of the generation when known.
         block_names: dotted name of each block, the plan's columns.
+        cached_bytes: memory held by the cache at the end of the generation, all CFG branches
+            (with forecasting: every cached step kept for the forecast).
     """
 
     computed_fraction: float
@@ -122,6 +157,7 @@ class CacheStats:
     branches: tuple
     num_steps: int | None
     block_names: tuple[str, ...]
+    cached_bytes: int = 0
 
     @property
     def num_calls(self) -> int:
@@ -139,4 +175,5 @@ class CacheStats:
             branches=tuple(c.branch for c in calls),
             num_steps=gen.num_steps if gen is not None else None,
             block_names=block_names,
+            cached_bytes=sum(b.cached_bytes() for b in gen.branches.values()) if gen is not None else 0,
         )
