@@ -97,11 +97,12 @@ def test_forecast_history_is_per_generation():
     with torch.no_grad():
         for _ in range(2):
             cachekit.reset(m, num_steps=9)
+            assert not m._cachekit_session.gen.branches  # nothing cached carries over
             out = torch.stack([m(x, torch.tensor(float(t))) for t in range(8, -1, -1)])
             ref, _ = toy_run(None)
             torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-5)
             sess = m._cachekit_session
-            assert [s for s, _ in sess.gen.branch(0).history[0]] == [8, 7]  # history of this generation only
+            assert [s for s, _ in sess.gen.branch(0).history[0]] == [8, 5]  # the last two computed steps
 
 
 def test_unit_forecast_on_bac_plans():
