@@ -19,6 +19,8 @@ from .workloads import Workload
 def expand(spec: str, kind: str) -> list:
     """``lo:hi:n`` (n evenly spaced values, rounded and deduplicated for ints), ``a,b,c``, or one
     value."""
+    if kind == "str":
+        return [v.strip() for v in spec.split(",") if v.strip()]
     cast = int if kind == "int" else float
     try:
         if spec.count(":") == 2:
