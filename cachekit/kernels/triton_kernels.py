@@ -101,9 +101,10 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(-1)
 
 
-def _finish(partials: torch.Tensor, n: int, num_blocks: int, device: torch.device) -> torch.Tensor:
+def _finish(partials: torch.Tensor, n: int, num_blocks: int, device: torch.device,
+            block: int = FINISH_BLOCK) -> torch.Tensor:
     stats = torch.empty(2, dtype=torch.float32, device=device)
-    _finish_means_kernel[(1,)](partials, stats, num_blocks, n, BLOCK=FINISH_BLOCK)
+    _finish_means_kernel[(1,)](partials, stats, num_blocks, n, BLOCK=block)
     return stats
 
 
@@ -130,13 +131,15 @@ def reuse(x: torch.Tensor, terms, weights, *, inplace: bool = False, block: int 
     return dst.view(x.shape)
 
 
-def drift_stats(a: torch.Tensor, b: torch.Tensor, *, block: int = REDUCE_BLOCK) -> torch.Tensor:
-    """``[mean|a - b|, mean|b|]`` as fp32 (2,) on a's device, one read of a and b."""
+def drift_stats(a: torch.Tensor, b: torch.Tensor, *, block: int = REDUCE_BLOCK,
+                finish_block: int = FINISH_BLOCK) -> torch.Tensor:
+    """``[mean|a - b|, mean|b|]`` as fp32 (2,) on a's device, one read of a and b. ``block`` and
+    ``finish_block`` exist for the tests (many partials, several second-stage passes at small n)."""
     n = a.numel()
     num_blocks = triton.cdiv(n, block)
     partials = torch.empty(2, num_blocks, dtype=torch.float32, device=a.device)
     _drift_partials_kernel[(num_blocks,)](_flat(a), _flat(b), partials, n, num_blocks, BLOCK=block)
-    return _finish(partials, n, num_blocks, a.device)
+    return _finish(partials, n, num_blocks, a.device, finish_block)
 
 
 def residual_with_stats(out: torch.Tensor, inp: torch.Tensor, ref: torch.Tensor | None, *,
