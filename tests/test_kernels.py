@@ -19,13 +19,14 @@ from cachekit import kernels as K
 from cachekit.kernels import dispatch
 from kernel_cases import DTYPES, GRID, MULTIPASS, SHAPES, WEIGHTS, inputs, key, noncontiguous_inputs
 
-# (rtol, atol) for tensors, rtol for the fp32 stats. Outputs are rounded once to the dtype: half an
-# ulp with round-to-nearest (fp16: 2^-11), but the interpreter truncates to bf16 (a full ulp, 2^-7,
-# and a bias of ~2^-9 on means of rounded residuals; measured 1.6e-3). fp32 differs from the
-# reference only by summation order / fma (measured <= 1.2e-7 on the stats).
-TOL = {torch.float32: ((1e-6, 1e-5), 1e-5),
-       torch.float16: ((2 ** -10, 1e-3), 1e-3),
-       torch.bfloat16: ((2 ** -7, 1e-2), 4e-3)}
+# (rtol, atol) for tensors, rtol for the (fp32) stats. Outputs are rounded once to the dtype: half an
+# ulp with round-to-nearest (fp16: 2^-11), but the interpreter truncates to bf16 (a full ulp, 2^-7).
+# Residual stats are means of the rounded r, so they inherit that bound at 5 elements (at 239k the
+# errors average out for fp16; bf16 truncation leaves a ~2^-9 bias, measured 1.6e-3). fp32 differs
+# from the reference only by summation order / fma (measured <= 1.1e-7 relative on the stats).
+TOL = {torch.float32: ((1e-6, 1e-5), 1e-6),
+       torch.float16: ((2 ** -10, 1e-3), 2 ** -10),
+       torch.bfloat16: ((2 ** -7, 1e-2), 2 ** -7)}
 
 
 @pytest.fixture(scope="module")
