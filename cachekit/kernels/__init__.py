@@ -1,16 +1,13 @@
 """Numeric primitives of the hot path: residual reuse and drift statistics.
 
-Each function is the eager torch reference, which is also the CPU path. Fused Triton versions will
-sit beside their reference (``<name>_reference`` stays the test oracle) and be chosen at dispatch.
+``reuse``, ``drift_stats`` and ``residual_with_stats`` pick the fused Triton kernel
+(``triton_kernels.py``, imported lazily) or the eager reference (``reference.py``: the CPU path and
+the test oracle) per call; the rule and ``CACHEKIT_KERNELS`` are described in ``dispatch.py``.
 """
 
+from .dispatch import BACKENDS, drift_stats, residual_with_stats, resolve_backend, reuse
 from .reference import (add_residual, drift_stats_reference, mean_abs, mean_abs_diff, residual,
                         residual_with_stats_reference, reuse_reference)
 
-# Dispatch (triton on CUDA, else the reference) lands with the kernels; until then the references serve.
-reuse = reuse_reference
-drift_stats = drift_stats_reference
-residual_with_stats = residual_with_stats_reference
-
 __all__ = ["add_residual", "drift_stats", "mean_abs", "mean_abs_diff", "residual", "residual_with_stats", "reuse",
-           "drift_stats_reference", "residual_with_stats_reference", "reuse_reference"]
+           "drift_stats_reference", "residual_with_stats_reference", "reuse_reference", "BACKENDS", "resolve_backend"]

@@ -60,6 +60,6 @@ def residual_with_stats_reference(out: torch.Tensor, inp: torch.Tensor,
                                   ref: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``r = out - inp`` (in out's dtype, equal to ``residual``) and, on the device, the drift
     statistics ``[mean|r - ref|, mean|ref|]`` of r against a reference residual; with no reference,
-    ``[mean|r|, mean|r|]``."""
+    ref = r, i.e. ``[0, mean|r|]`` (no drift on the first step)."""
     r = out - inp
     return r, drift_stats_reference(r, r if ref is None else ref)
