@@ -147,3 +147,99 @@ def calibrate_bac(target: Any, runs: Iterable[Callable[[], Any]], *, updates: in
     """``record_units`` then ``plan_bac``."""
     rec = record_units(target, runs, max_features=max_features, progress=progress)
     return plan_bac(rec, updates=updates, top_n=top_n, metric=metric, force_last=force_last)
+
+
+# ---- ERTACache: the block stack's residual per step, then a static reuse set with corrections ----
+@dataclass(frozen=True)
+class _RecordStackConfig(CacheConfig):
+    """Internal: compute every step and record the block stack's residual (calibration only).
+
+    Args:
+        max_features: elements kept per residual (a fixed random subset).
+        seed: seed of that subset.
+    """
+
+    method = "_record_stack"
+    max_features: int = spec(16384, lo=1)
+    seed: int = spec(0, lo=0)
+
+
+@register_method(_RecordStackConfig)
+class _StackRecorder(CacheMethod):
+    def __init__(self, config: _RecordStackConfig) -> None:
+        super().__init__(config)
+        self.runs: list[dict[Any, dict[int, np.ndarray]]] = []  # run -> branch -> step -> features
+        self._index: torch.Tensor | None = None
+
+    def decide(self, ctx: UnitContext) -> bool:
+        return True
+
+    def observe(self, ctx: UnitContext, outputs: Any) -> None:
+        main = ctx.main_stream
+        flat = (outputs[main] - ctx.inputs[main]).detach().reshape(-1)
+        idx = self._index
+        if idx is None or int(idx.max()) >= flat.numel():
+            g = torch.Generator().manual_seed(self.config.seed)
+            n = min(self.config.max_features, flat.numel())
+            idx = self._index = torch.randperm(flat.numel(), generator=g)[:n].to(flat.device)
+        if ctx.step == 0 and ctx.leader:
+            self.runs.append({})
+        self.runs[-1].setdefault(ctx.branch, {})[ctx.step] = flat[idx].float().cpu().numpy()
+
+
+@dataclass
+class ERTACalibration:
+    """An ERTACache plan and what it was fitted from."""
+
+    config: Any
+    computed: list[int]
+    fit_error: dict[int, float]        # reuse step -> relative squared error left after the fit
+    recordings: int
+
+
+def record_stack(target: Any, runs: Iterable[Callable[[], Any]], *, max_features: int = 16384,
+                 progress: Any = None) -> tuple[list[np.ndarray], str]:
+    """Full-compute runs recording the stack residual: one (T, features) array per run and branch."""
+    api.apply(target, _RecordStackConfig(max_features=max_features))
+    session = api._session(api.find_model(target)[0])
+    recorder = session.method
+    try:
+        for run in runs:
+            run()
+            if progress is not None:
+                progress.update(1)
+    finally:
+        api.remove(target)
+    if not recorder.runs:
+        raise ValueError("calibration recorded nothing: the runs never called the model")
+    recs = [np.stack([steps[t] for t in sorted(steps)]) for run in recorder.runs for steps in run.values()]
+    if len({r.shape[0] for r in recs}) != 1:
+        raise ValueError(f"calibration runs have different step counts {sorted({r.shape[0] for r in recs})}; "
+                         f"use one --steps")
+    return recs, model_fingerprint(session.root)
+
+
+def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: float | None = None,
+              max_error: float | None = None, correction: str = "linear") -> ERTACalibration:
+    """Static reuse set for a computed ``fraction`` of steps, or the cheapest one whose worst reuse
+    step keeps a fitted relative squared error <= ``max_error``; then the per-step fit."""
+    from .methods.ertacache import ERTACacheConfig, compute_steps, fit_corrections, reuse_error_matrix
+
+    if (fraction is None) == (max_error is None):
+        raise ValueError("plan_erta: give exactly one of fraction and max_error")
+    T = recordings[0].shape[0]
+    err = reuse_error_matrix(recordings)
+    linear = correction == "linear"
+    if fraction is not None:
+        budgets = [max(2, min(T, int(round(fraction * T))))]
+    else:
+        budgets = list(range(2, T + 1))
+    for k in budgets:
+        computed = compute_steps(err, k)
+        fits = fit_corrections(recordings, computed, linear=linear) if correction != "none" else {
+            t: (1.0, 0.0, float(err[max(s for s in computed if s < t), t])) for t in range(T) if t not in computed}
+        if max_error is None or not fits or max(f[2] for f in fits.values()) <= max_error:
+            break
+    cfg = ERTACacheConfig(reuse_steps=tuple(sorted(fits)), num_steps=T, model=fingerprint, correction=correction,
+                          coefficients=tuple((t, g, b) for t, (g, b, _) in sorted(fits.items())))
+    return ERTACalibration(cfg, computed, {t: f[2] for t, f in fits.items()}, len(recordings))

@@ -170,6 +170,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         inputs = _inputs(args, "", workload)
         chunks = [inputs[i:i + args.batch_size] for i in range(0, len(inputs), args.batch_size)]
         runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in args.seeds for c in chunks]
+    if args.method == "ertacache":
+        return _calibrate_erta(args, workload, runs, inputs)
     with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
         cal = calibrate_bac(workload.target, runs, updates=args.updates, top_n=args.top_n, metric=args.metric,
                             progress=bar)
@@ -185,6 +187,37 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     frac = float(np.mean([len(s) for _, s in cal.config.plan])) / cal.config.num_steps
     print(f"wrote {args.out}: {len(cal.config.plan)} units, {cal.config.num_steps} steps, mean recompute "
           f"fraction {frac:.3f}; bubbled: {', '.join(cal.selected)}")
+    return 0
+
+
+def _calibrate_erta(args: argparse.Namespace, workload: Any, runs: list, inputs: list) -> int:
+    from tqdm.auto import tqdm
+
+    from .adapters import find_model
+    from .calibration import plan_erta, record_stack
+    from .evaluation.runner import environment
+    from .recipe import save_recipe
+
+    if (args.fraction is None) == (args.max_error is None):
+        raise SystemExit("cachekit calibrate --method ertacache: give exactly one of --fraction and --max-error")
+    with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
+        recs, fingerprint = record_stack(workload.target, runs, progress=bar)
+    cal = plan_erta(recs, fingerprint, fraction=args.fraction, max_error=args.max_error, correction=args.correction)
+    env = environment(args.command_line)
+    model_cls = type(find_model(workload.target)[0]).__name__
+    errs = list(cal.fit_error.values())
+    measured = {"calibration": {"fraction": args.fraction, "max_error": args.max_error, "correction": args.correction,
+                                "inputs": [str(i) for i in inputs], "seeds": list(args.seeds),
+                                "recordings": cal.recordings, "computed_steps": cal.computed,
+                                "fit_error_mean": float(np.mean(errs)) if errs else 0.0,
+                                "fit_error_max": float(np.max(errs)) if errs else 0.0},
+                "steps": cal.config.num_steps, "model": workload.name, "device": env["device"]}
+    save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
+                source=f"calibrated by `{args.command_line}` ({env['device']})",
+                notes="ERTACache: static reuse set from per-step residual profiling, per-step gamma (timestep "
+                      "adjustment) and beta (residual linearisation) fitted by least squares (cachekit.methods.ertacache)")
+    print(f"wrote {args.out}: computed fraction {cal.config.computed_fraction:.3f} ({len(cal.computed)} of "
+          f"{cal.config.num_steps} steps), fitted error mean {measured['calibration']['fit_error_mean']:.4f}")
     return 0
 
 
@@ -269,13 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "held-out inputs default to the calibration inputs with these seeds")
     t.set_defaults(func=_cmd_tune)
 
-    c = sub.add_parser("calibrate", help="BAC: record unit outputs on calibration inputs, write a plan recipe",
+    c = sub.add_parser("calibrate", help="BAC or ERTACache: record full-compute runs on calibration inputs, write a plan recipe",
                        description="Full-compute runs on calibration inputs record every sub-block unit's output "
                                    "(self-attention, cross-attention, FFN) at every step; the Adaptive Caching "
                                    "Scheduler picks --updates recompute steps per unit and Bubbling Union adds the "
                                    "later FFNs' steps to the --top-n most volatile units. Writes a BAC recipe.")
     _model_args(c, out="bac.yaml", repeats=None)
-    c.add_argument("--updates", type=_positive_int, default=10, help="recompute steps per unit, M (default: %(default)s)")
+    c.add_argument("--method", choices=("bac", "ertacache"), default="bac",
+                   help="bac: per-unit plan; ertacache: static reuse set of the whole stack with fitted "
+                        "per-step corrections (default: %(default)s)")
+    c.add_argument("--fraction", type=float, default=None, help="ertacache: computed fraction of steps to plan for")
+    c.add_argument("--max-error", type=float, default=None,
+                   help="ertacache: instead of --fraction, the cheapest plan whose worst fitted error stays under this")
+    c.add_argument("--correction", choices=("linear", "scale", "none"), default="linear",
+                   help="ertacache: fitted terms (default: %(default)s)")
+    c.add_argument("--updates", type=_positive_int, default=10, help="bac: recompute steps per unit, M (default: %(default)s)")
     c.add_argument("--top-n", type=int, default=4, help="units given Bubbling Union (default: %(default)s)")
     c.add_argument("--metric", choices=("cosine", "l1", "mse"), default="cosine", help="similarity (default: %(default)s)")
     c.add_argument("--episodes", type=_positive_int, default=5,

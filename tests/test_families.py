@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import cachekit
-from cachekit import BlockDriftConfig, EasyCacheConfig, FixedIntervalConfig
+from cachekit import BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig
 from tiny_pipelines import (ALT_FRAMES, ALT_SIZE, FAMILIES, FORWARDS_PER_STEP, SUPPORTS_SIZE, VIDEO_FAMILIES,
                             build, call_kwargs, output_tensor)
 
 NOOPS = (FixedIntervalConfig(interval=1, warmup=0, final_steps=0), EasyCacheConfig(threshold=0.0, warmup=0),
-         BlockDriftConfig(threshold=0.0, warmup=1, final_steps=0))
+         BlockDriftConfig(threshold=0.0, warmup=1, final_steps=0), ERTACacheConfig(reuse_steps=(), num_steps=4))
 REUSE = FixedIntervalConfig(interval=2, warmup=1, final_steps=0)  # 3 steps: compute 0, 1; reuse 2
 
 # Written out here, independently of cachekit's adapter table (so a wrong table cannot pass by

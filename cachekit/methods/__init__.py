@@ -4,7 +4,8 @@ from .bac import BAC, BACConfig
 from .base import CacheMethod, UnitContext
 from .block_drift import BlockDrift, BlockDriftConfig
 from .easycache import EasyCache, EasyCacheConfig
+from .ertacache import ERTACache, ERTACacheConfig
 from .fixed_interval import FixedInterval, FixedIntervalConfig
 
-__all__ = ["BAC", "BACConfig", "BlockDrift", "BlockDriftConfig", "CacheMethod", "UnitContext", "EasyCache", "EasyCacheConfig", "FixedInterval",
+__all__ = ["BAC", "BACConfig", "BlockDrift", "BlockDriftConfig", "CacheMethod", "UnitContext", "EasyCache", "EasyCacheConfig", "ERTACache", "ERTACacheConfig", "FixedInterval",
            "FixedIntervalConfig"]

@@ -1,0 +1,195 @@
+"""ERTACache (arXiv 2508.21091; no public code, so the parameterisation here is ours).
+
+Offline, ``cachekit calibrate --method ertacache`` runs the model uncached on calibration inputs and
+records the block stack's residual R_t (stack output - stack input) at every step and CFG branch.
+From that recording, pure functions in this file:
+
+1. *Residual profiling -> one static reuse set.* Reusing the residual cached at step a for step t
+   leaves, after the best scalar rescaling, the relative squared error 1 - cos^2(R_a, R_t) (averaged
+   over runs and branches). A dynamic program (BAC's scheduler, ``acs_schedule``, on the negated
+   errors) picks the K computed steps that minimise the summed error; every other step is reused.
+   K comes from a budget (computed fraction) or is the smallest K whose fitted error stays under a
+   bound.
+2. *Trajectory-aware timestep adjustment.* A per-step coefficient gamma_t multiplies the reused
+   residual. The paper rescales the sampler's step on reuse steps; for a first-order Euler sampler
+   on a velocity (flow matching: x <- x + (sigma_next - sigma) v) scaling the reused model output by
+   gamma is exactly stepping gamma times as far. Here gamma scales the reused *stack residual*
+   (what cachekit caches), which equals scaling the model output only when the output layer is
+   linear and the stack input's share of the output is small; for DDIM / DDPM on epsilon the
+   update is not linear in the interval, so gamma is a fitted correction, not a rescaled interval.
+3. *Residual linearisation.* The reuse error e_t = R_t - gamma_t R_a is modelled as linear in the
+   cached residuals, beta_t (R_a - R_a'), with a' the computed step before a. gamma_t and beta_t
+   are fitted together by closed-form least squares over all recorded elements (``fit_linear``,
+   equal to ``numpy.linalg.lstsq``).
+
+At run time a reuse step t puts ``(gamma_t + beta_t) R_a - beta_t R_a'`` in place of the stack's
+blocks: one fused pass (``cachekit.kernels.reuse``). The plan is static: no host sync at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..config import CacheConfig, ConfigError, register_method, spec
+from .bac_schedule import acs_schedule
+from .base import CacheMethod, UnitContext
+
+
+# ---- pure fitting ---------------------------------------------------------------------------------
+def fit_linear(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of y ~ X (n x k, k small) from the normal equations in float64;
+    the minimum-norm solution (pseudo-inverse) when X has dependent columns, as lstsq gives."""
+    X = np.asarray(X, dtype=np.float64).reshape(len(y), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    return np.linalg.pinv(X.T @ X, rcond=1e-12) @ (X.T @ y)
+
+
+def reuse_error_matrix(residuals: Sequence[np.ndarray]) -> np.ndarray:
+    """err[a, t] = 1 - cos^2(R_a, R_t): relative squared error of the best scalar multiple of R_a as
+    a stand-in for R_t, averaged over recordings. Each recording is (T, n_features)."""
+    errs = []
+    for R in residuals:
+        R = np.asarray(R, dtype=np.float64)
+        norm = np.linalg.norm(R, axis=1)
+        unit = R / np.where(norm == 0, 1.0, norm)[:, None]
+        cos = unit @ unit.T
+        errs.append(1.0 - cos ** 2)
+    return np.mean(errs, axis=0)
+
+
+def compute_steps(err: np.ndarray, computes: int) -> list[int]:
+    """The ``computes`` steps to compute (step 0 and the last step always among them) that minimise
+    the summed reuse error of the steps in between."""
+    T = err.shape[0]
+    if computes >= T:
+        return list(range(T))
+    return acs_schedule(-err, max(computes, 2 if T > 1 else 1), force_last=True)
+
+
+def anchors(computed: Sequence[int], t: int) -> tuple[int, int | None]:
+    """The last computed step before t and the one before it (None when there is none)."""
+    before = [s for s in computed if s < t]
+    return before[-1], (before[-2] if len(before) > 1 else None)
+
+
+def fit_corrections(residuals: Sequence[np.ndarray], computed: Sequence[int],
+                    linear: bool = True) -> dict[int, tuple[float, float, float]]:
+    """Per reuse step t: (gamma_t, beta_t, relative squared error left after the fit), fitting
+    R_t ~ gamma R_a + beta (R_a - R_a') over every recording's elements."""
+    T = residuals[0].shape[0]
+    out = {}
+    for t in range(T):
+        if t in computed:
+            continue
+        a, b = anchors(computed, t)
+        cols = [np.concatenate([R[a] for R in residuals])]
+        if linear and b is not None:
+            cols.append(np.concatenate([R[a] - R[b] for R in residuals]))
+        X, y = np.stack(cols, axis=1), np.concatenate([R[t] for R in residuals])
+        coef = fit_linear(X, y)
+        left = float(np.sum((y - X @ coef) ** 2) / max(np.sum(y ** 2), 1e-30))
+        out[t] = (float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, left)
+    return out
+
+
+# ---- config and method ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ERTACacheConfig(CacheConfig):
+    """Apply a calibrated ERTACache plan: a static reuse set with fitted per-step corrections.
+
+    Args:
+        reuse_steps: steps at which the whole block stack is reused; empty = never reuse
+            (bit-exact no-op).
+        coefficients: per reuse step, (step, gamma, beta): the reused residual is
+            gamma R_a + beta (R_a - R_a') with a, a' the last two computed steps.
+        correction: "linear" uses gamma and beta; "scale" uses gamma only (timestep adjustment
+            alone); "none" reuses R_a as it is (then ``forecast`` applies, as for other methods).
+        num_steps: the number of denoising steps the plan was calibrated for.
+        model: fingerprint of the calibrated model (empty to skip the check).
+    """
+
+    method = "ertacache"
+    reuse_steps: tuple = spec((), help="steps reusing the cached stack residual")
+    coefficients: tuple = spec((), help="(step, gamma, beta) per reuse step")
+    correction: str = spec("linear", choices=("linear", "scale", "none"), help="fitted terms used")
+    num_steps: int = spec(1, lo=1, help="steps the plan was made for")
+    model: str = spec("", help="model fingerprint")
+
+    def check(self) -> None:
+        steps = self.reuse_steps
+        if not isinstance(steps, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+            raise ConfigError(f"ERTACacheConfig.reuse_steps must be a list of step indices, got {steps!r}")
+        steps = tuple(sorted(set(steps)))
+        if steps and (steps[0] < 1 or steps[-1] >= self.num_steps):
+            raise ConfigError(f"ERTACacheConfig.reuse_steps must lie in 1..{self.num_steps - 1} (step 0 is always "
+                              f"computed), got {list(steps)}")
+        coefs = []
+        raw = self.coefficients.items() if isinstance(self.coefficients, dict) else self.coefficients
+        for entry in raw:
+            if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], (list, tuple)):
+                entry = (entry[0], *entry[1])   # YAML mapping form {step: [gamma, beta]}
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], int)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry[1:])):
+                raise ConfigError(f"ERTACacheConfig.coefficients entries must be (step, gamma, beta), got {entry!r}")
+            if entry[0] not in steps:
+                raise ConfigError(f"ERTACacheConfig.coefficients: step {entry[0]} is not a reuse step")
+            coefs.append((int(entry[0]), float(entry[1]), float(entry[2])))
+        object.__setattr__(self, "reuse_steps", steps)
+        object.__setattr__(self, "coefficients", tuple(sorted(coefs)))
+
+    @property
+    def computed_fraction(self) -> float:
+        return 1.0 - len(self.reuse_steps) / self.num_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "settings": {
+            "reuse_steps": list(self.reuse_steps),
+            "coefficients": {s: [g, b] for s, g, b in self.coefficients},
+            "correction": self.correction, "num_steps": self.num_steps, "model": self.model,
+            **self.forecast_settings()}}
+
+
+@register_method(ERTACacheConfig)
+class ERTACache(CacheMethod):
+    def __init__(self, config: ERTACacheConfig) -> None:
+        super().__init__(config)
+        self.num_steps = config.num_steps
+        self._reuse = frozenset(config.reuse_steps)
+        computed = [s for s in range(config.num_steps) if s not in self._reuse]
+        self._coef = {s: (g, b, anchors(computed, s)) for s, g, b in config.coefficients}
+
+    @property
+    def history_depth(self) -> int:
+        return 2 if self.config.correction == "linear" else (1 if self.config.correction == "scale"
+                                                             else super().history_depth)
+
+    def bind(self, model: Any, unit_names: tuple[str, ...]) -> None:
+        from ..adapters import model_fingerprint
+
+        if self.config.model and model_fingerprint(model) != self.config.model:
+            raise ConfigError(f"ERTACache plan was calibrated on {self.config.model}, this model is "
+                              f"{model_fingerprint(model)}; calibrate it anew (cachekit calibrate --method ertacache)")
+
+    def check_num_steps(self, num_steps: int | None) -> None:
+        if num_steps is not None and num_steps != self.num_steps:
+            raise ConfigError(f"ERTACache plan was calibrated for {self.num_steps} steps; this generation has "
+                              f"{num_steps}: calibrate for {num_steps} steps")
+
+    def decide(self, ctx: UnitContext) -> bool:
+        return ctx.step not in self._reuse
+
+    def reuse_weights(self, ctx: UnitContext, steps: tuple[int, ...]) -> tuple[float, ...]:
+        if self.config.correction == "none":
+            return super().reuse_weights(ctx, steps)
+        entry = self._coef.get(ctx.step)
+        if entry is None:
+            return (1.0,)
+        gamma, beta, (a, b) = entry
+        if not steps or steps[0] != a:
+            return (1.0,)  # the runtime computed another step than planned (e.g. a shape change)
+        if self.config.correction == "scale" or b is None or beta == 0.0 or len(steps) < 2 or steps[1] != b:
+            return (gamma,)
+        return (gamma + beta, -beta)
