@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=tune_doc,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(t, out="tuned.yaml", repeats=3, inputs=False)
-    t.add_argument("--methods", default="easycache,fixed_interval", help="methods to search (default: %(default)s)")
+    t.add_argument("--methods", default="easycache,fixed_interval,block_drift,ertacache",
+                   help="methods to search, each with forecasting on and off where it applies (default: %(default)s)")
     t.add_argument("--target-psnr", type=float, help="minimum mean PSNR vs uncached, dB")
     t.add_argument("--max-ssim-drop", type=float, help="maximum 1 - mean SSIM vs uncached")
     for which in ("calib", "holdout"):

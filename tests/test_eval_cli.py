@@ -134,6 +134,25 @@ def test_tune_writes_a_recipe_that_loads(tmp_path, capsys, monkeypatch):
     assert len(log["calibration"]) == 2 and log["validation"][0]["holdout"]["passes"]
 
 
+def test_tune_searches_every_method_with_forecasts_and_calibrated_plans(tmp_path, capsys, monkeypatch):
+    from cachekit.evaluation import tune as tune_mod
+    monkeypatch.setitem(tune_mod.SEARCH_SPACES, "fixed_interval",
+                        {"interval": [3], "warmup": [1], "final_steps": [1], "forecast": ["none", "taylor"]})
+    monkeypatch.setitem(tune_mod.SEARCH_SPACES, "block_drift", {"threshold": [0.3], "fn": [1], "warmup": [1]})
+    monkeypatch.setitem(tune_mod.SEARCH_SPACES, "ertacache", {"fraction": [0.5]})
+    out = tmp_path / "tuned.yaml"
+    code = main(["tune", "--model", "cli_models:tiny_dit", "--methods", "fixed_interval,block_drift,ertacache",
+                 "--target-psnr", "0", "--calib-labels", "1,2", "--holdout-labels", "3", "--repeats", "1",
+                 "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    log = json.loads(out.with_suffix(".tune.json").read_text())
+    seen = [(r["method"], r["settings"].get("forecast")) for r in log["calibration"]]
+    assert seen == [("fixed_interval", "none"), ("fixed_interval", "taylor"), ("block_drift", "none"),
+                    ("ertacache", "none")]
+    erta = log["calibration"][-1]
+    assert erta["settings"]["reuse_steps"] and erta["computed_fraction"] < 1.0
+
+
 def test_tune_impossible_target_fails_cleanly(tmp_path, capsys, monkeypatch):
     from cachekit.evaluation import tune as tune_mod
     monkeypatch.setitem(tune_mod.SEARCH_SPACES, "fixed_interval", {"interval": [2], "warmup": [1], "final_steps": [1]})

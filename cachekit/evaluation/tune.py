@@ -27,9 +27,17 @@ from .workloads import Workload
 
 SEARCH_SPACES: dict[str, dict[str, list]] = {
     # threshold spans EasyCache's published 0.025-0.05 defaults and beyond, roughly geometric
-    "easycache": {"threshold": [0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3], "warmup": [1, 3, 5]},
-    "fixed_interval": {"interval": [2, 3, 4, 5, 6], "warmup": [1, 3, 5], "final_steps": [1]},
+    "easycache": {"threshold": [0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3], "warmup": [1, 3],
+                  "forecast": ["none", "taylor"]},
+    "fixed_interval": {"interval": [2, 3, 4, 5, 6], "warmup": [1, 3], "final_steps": [1],
+                       "forecast": ["none", "taylor", "foca"]},
+    # cache-dit's default threshold 0.08 in the middle of the grid
+    "block_drift": {"threshold": [0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45], "fn": [1], "warmup": [3],
+                    "forecast": ["none", "taylor"]},
+    # calibrated on the calibration inputs first (full runs), one plan per computed fraction
+    "ertacache": {"fraction": [0.25, 0.35, 0.5, 0.65]},
 }
+CALIBRATED = ("ertacache",)
 
 
 class TuneFailed(RuntimeError):
@@ -40,6 +48,8 @@ def candidates(methods: Sequence[str], steps: int | None) -> list[CacheConfig]:
     out = []
     classes = config_classes()
     for m in methods:
+        if m in CALIBRATED:
+            continue  # made by ``calibrated_candidates`` from full runs
         space = SEARCH_SPACES[m]
         keys = list(space)
         for combo in itertools.product(*(space[k] for k in keys)):
@@ -48,6 +58,19 @@ def candidates(methods: Sequence[str], steps: int | None) -> list[CacheConfig]:
                 continue   # warm-up covering every step is the uncached run
             out.append(classes[m](**settings))
     return out
+
+
+def calibrated_candidates(workload: Workload, methods: Sequence[str], inputs: Sequence, seeds: Sequence[int],
+                          batch_size: int) -> list[CacheConfig]:
+    """ERTACache plans fitted on full runs of the calibration inputs (never the held-out ones)."""
+    if "ertacache" not in methods:
+        return []
+    from ..calibration import plan_erta, record_stack
+
+    chunks = [inputs[i:i + batch_size] for i in range(0, len(inputs), batch_size)]
+    recs, fingerprint = record_stack(workload.target, [(lambda c=c, s=s: workload.generate(c, s))
+                                                       for s in seeds for c in chunks])
+    return [plan_erta(recs, fingerprint, fraction=f).config for f in SEARCH_SPACES["ertacache"]["fraction"]]
 
 
 def _passes(q: dict, target_psnr: float | None, max_ssim_drop: float | None) -> bool:
@@ -67,7 +90,8 @@ def tune(workload: Workload, methods: Sequence[str], calib_inputs: Sequence, cal
 
     if target_psnr is None and max_ssim_drop is None:
         raise ValueError("give a quality target: --target-psnr and/or --max-ssim-drop")
-    cands = candidates(methods, workload.steps)
+    cands = candidates(methods, workload.steps) + calibrated_candidates(workload, methods, calib_inputs,
+                                                                         calib_seeds, batch_size)
     ref = run_pass(workload, calib_inputs, calib_seeds, batch_size, cached=False)
     scored = []
     for cfg in tqdm(cands, desc="tune: calibration", disable=not progress, unit="setting"):
