@@ -115,3 +115,21 @@ def test_unit_forecast_on_bac_plans():
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert cachekit.stats(tay_m).computed_fraction == cachekit.stats(plain_m).computed_fraction
     assert cachekit.stats(tay_m).cached_bytes > cachekit.stats(plain_m).cached_bytes
+
+
+def test_each_cfg_branch_keeps_its_own_history():
+    """Two calls per step (cond, uncond) with the same timestep: two branches, each forecasting from
+    its own cached residuals."""
+    m = Toy()
+    cachekit.apply(m, FixedIntervalConfig(interval=3, warmup=2, forecast="taylor"))
+    cachekit.reset(m, num_steps=9)
+    with torch.no_grad():
+        for t in range(8, -1, -1):
+            for x in (torch.zeros(2, 3), torch.ones(2, 3)):
+                out = m(x, torch.tensor(float(t)))
+                torch.testing.assert_close(out, x + 10 * t, rtol=1e-6, atol=1e-5)
+    branches = m._cachekit_session.gen.branches
+    assert set(branches) == {0, 1}
+    h0, h1 = (branches[k].history[0] for k in (0, 1))
+    assert [s for s, _ in h0] == [s for s, _ in h1] == [8, 5]
+    assert all(a[1]["hidden_states"] is not b[1]["hidden_states"] for a, b in zip(h0, h1))
