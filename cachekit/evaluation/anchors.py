@@ -431,14 +431,14 @@ DIFFUSERS_GRID: dict[str, tuple[type[Anchor], list[dict]]] = {
     "TaylorSeer": (TaylorSeerAnchor, [{"cache_interval": n, "max_order": 1, "warmup": 3, "identifiers": "attn+ffn"}
                                       for n in (2, 3, 5)] +
                    [{"cache_interval": 3, "max_order": 1, "warmup": 3, "identifiers": "default"}]),
-    "PyramidAttentionBroadcast": (PyramidAttentionBroadcastAnchor, [{"skip_range": n} for n in (2, 3, 4)]),
+    "PyramidAttentionBroadcast": (PyramidAttentionBroadcastAnchor, [{"skip_range": n} for n in (2, 3)]),
     "FasterCache": (FasterCacheAnchor, [{"uncond_skip_range": n, "attn_skip_range": 2} for n in (2, 5)]),
 }
 CACHE_DIT_GRID: dict[str, tuple[type[Anchor], list[dict]]] = {
     "DBCache": (DBCacheAnchor, [{"Fn": f, "Bn": b, "threshold": t, "taylorseer": 0}
-                                for f, b in ((1, 0), (2, 1)) for t in (0.08, 0.16, 0.32)]),
+                                for f, b, t in ((1, 0, 0.08), (1, 0, 0.16), (1, 0, 0.32), (2, 1, 0.16))]),
     "DBCache+TaylorSeer": (DBCacheAnchor, [{"Fn": 1, "Bn": 0, "threshold": t, "taylorseer": 1}
-                                           for t in (0.08, 0.16, 0.32)]),
+                                           for t in (0.16, 0.32)]),
 }
 
 
