@@ -242,7 +242,7 @@ class _CaptureMagRatios(logging.Handler):
 def calibrate_mag_ratios(target: Any, steps: int, generate: Callable[[], Any]) -> list[float]:
     """Run ``generate`` once under ``MagCacheConfig(calibrate=True)`` and return the ratios, averaged
     over the contexts that ran (Wan: "cond" and "uncond"; diffusers keeps one array for both)."""
-    from diffusers.hooks import MagCacheConfig, apply_mag_cache
+    from diffusers.hooks import HookRegistry, MagCacheConfig, apply_mag_cache
 
     transformer, _ = find_model(target)
     cal = MagCacheAnchor("diffusers", "MagCache(calibrate)", {})
@@ -255,14 +255,26 @@ def calibrate_mag_ratios(target: Any, steps: int, generate: Callable[[], Any]) -
     log.setLevel(logging.INFO)
     try:
         apply_mag_cache(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
+        # Without this, a cache_context entered before (any earlier generation) left the root's
+        # child-registry list stale, the pipeline's "cond"/"uncond" never reach the hooks, both
+        # branches share one state and the ratios alternate cond/uncond (seen on Wan: two 50-long
+        # lists per 50-step run, even/odd entries ~0.997 vs ~0.98). enable_cache does the same.
+        HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
         cal._set_fixed_context(transformer)
         cal.reset()
         with contextlib.redirect_stdout(io.StringIO()):   # it also prints the list
             generate()
+        from diffusers.hooks.mag_cache import _MAG_CACHE_LEADER_BLOCK_HOOK
+
+        head = block_modules(target)[0]._diffusers_hook.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK)
+        contexts = set(head.state_manager._state_cache)
     finally:
         log.removeHandler(handler)
         log.setLevel(old_level)
         cal.remove()
+    if _sets_own_context(transformer) and "inference" in contexts:
+        raise AnchorUnavailable(f"MagCache calibration ran in contexts {sorted(contexts)}: the pipeline's "
+                                "cond/uncond contexts did not reach the hooks")
     if not handler.runs:
         raise AnchorUnavailable("MagCache calibration logged no ratios (fewer forwards than num_inference_steps?)")
     n = min(len(r) for r in handler.runs)
