@@ -216,9 +216,10 @@ def markdown(model: str, rows: list[dict], command: str, timed: bool, versions: 
         for fam, meth in dict.fromkeys((r["family"], r["method"]) for r in rs):
             cells = []
             for floor in (30, 35):
-                ok = [r for r in rs if (r["family"], r["method"]) == (fam, meth) and r["psnr"] >= floor]
+                ok = [r for r in rs if (r["family"], r["method"]) == (fam, meth) and r["psnr"] >= floor
+                      and r["mac_fraction"] < 0.999]   # a setting that reused nothing is not a result
                 if not ok:
-                    cells.append("none | | | | |")
+                    cells.append("none reusing | | | | |")
                     continue
                 b = max(ok, key=_speed)
                 cells.append(f"{_speed(b):.2f}x{'' if timed else ' ideal'} | `{b['params']}` | {b['mac_fraction']:.3f} | "

@@ -9,7 +9,7 @@ from torch import nn
 
 from cachekit.evaluation.macs import LinearMacCounter, count_linear_macs, linear_macs
 
-STEPS = 6
+STEPS = 5
 
 
 # ------------------------------------------------------------------------------------------------
