@@ -22,7 +22,7 @@ def test_eval_image_report(tmp_path, capsys):
                 "environment", "files"):
         assert key in rep
     sp, q = rep["speed"], rep["quality"]
-    assert rep["config"] == {"method": "fixed_interval", "settings": {"interval": 2, "warmup": 1, "final_steps": 1}}
+    assert rep["config"] == {"method": "fixed_interval", "settings": {"interval": 2, "warmup": 1, "final_steps": 1, "units": False}}
     assert len(sp["times_s"]["uncached"]) == 2 and sp["speedup"] > 0
     assert sp["computed_fraction"] == pytest.approx(4 / 6)   # 6 steps: 0, 1, 3, 5 computed
     assert sp["ideal_speedup"] == pytest.approx(1.5)

@@ -54,7 +54,7 @@ def test_history_depth_and_bad_forecast():
 def test_recipes_only_carry_forecast_settings_when_set():
     assert "forecast" not in FixedIntervalConfig(interval=3).to_dict()["settings"]
     d = FixedIntervalConfig(interval=3, forecast="taylor", forecast_order=2).to_dict()["settings"]
-    assert d == {"interval": 3, "warmup": 1, "final_steps": 1, "forecast": "taylor", "forecast_order": 2}
+    assert d == {"interval": 3, "warmup": 1, "final_steps": 1, "units": False, "forecast": "taylor", "forecast_order": 2}
     assert FixedIntervalConfig.from_settings(d) == FixedIntervalConfig(interval=3, forecast="taylor", forecast_order=2)
 
 

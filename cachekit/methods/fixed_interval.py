@@ -32,16 +32,26 @@ class FixedIntervalConfig(CacheConfig):
         warmup: the first steps, always recomputed (early steps move the latent most).
         final_steps: the last steps, always recomputed (they set fine detail); needs the number of
             steps, known from a diffusers pipeline or ``cachekit.reset(module, num_steps=...)``.
+        units: cache sub-block units (attention / FFN outputs, see README "Sub-block units")
+            instead of the block-stack residual: the blocks' norms, AdaLN modulation and gates
+            still run every step on the current input, so a reused (or forecast) unit output is
+            re-modulated for the current timestep. With ``forecast="taylor"`` this is TaylorSeer's
+            scheme (arXiv 2503.06923).
     """
 
     method = "fixed_interval"
     interval: int = spec(2, lo=1, help="recompute every N-th step")
     warmup: int = spec(1, lo=0, help="first steps always recomputed")
     final_steps: int = spec(1, lo=0, help="last steps always recomputed")
+    units: bool = spec(False, help="cache sub-block units instead of the block-stack residual")
 
 
 @register_method(FixedIntervalConfig)
 class FixedInterval(CacheMethod):
+    def __init__(self, config: FixedIntervalConfig) -> None:
+        super().__init__(config)
+        self.granularity = "unit" if config.units else "block"
+
     def decide(self, ctx: UnitContext) -> bool:
         c = self.config
         return fixed_interval_compute(ctx.step, ctx.num_steps, c.interval, c.warmup, c.final_steps)
