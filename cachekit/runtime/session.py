@@ -21,6 +21,7 @@ from ..kernels import add_residual, residual
 from ..methods.base import CacheMethod, UnitContext
 from .patches import InstancePatches
 from .state import CacheStats, Generation
+from .steps import StepClock
 
 SESSION_ATTR = "_cachekit_session"
 
@@ -34,7 +35,8 @@ class BlockRef:
 
 def _timestep_value(t: Any) -> float | None:
     """First element of the timestep as a float: enough to tell steps apart (the pipeline
-    broadcasts one value over the batch)."""
+    broadcasts one value over the batch). A device-to-host sync per model call on an accelerator:
+    only read when no scheduler counts the steps (``runtime.steps``)."""
     if t is None:
         return None
     if isinstance(t, torch.Tensor):
@@ -62,6 +64,7 @@ class Session:
         self.call = None  # the model call in progress, if any
         self.context: Hashable | None = None  # diffusers cache_context name, if set
         self._patches = InstancePatches()
+        self.clock = StepClock()  # steps from scheduler.step calls (runtime.steps)
 
     # ---- install / uninstall -------------------------------------------------------------
     def install(self, owners: list[object]) -> None:
@@ -85,6 +88,8 @@ class Session:
                 self._patches.wrap(self.root, "cache_context", self._cache_context)
             if self.scheduler is not None and callable(getattr(self.scheduler, "set_timesteps", None)):
                 self._patches.wrap(self.scheduler, "set_timesteps", self._set_timesteps)
+                if callable(getattr(self.scheduler, "step", None)):
+                    self._patches.wrap(self.scheduler, "step", self.clock.step)
         except BaseException:
             self._patches.undo()
             raise
@@ -108,7 +113,9 @@ class Session:
     def _set_timesteps(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         result = original(*args, **kwargs)
         timesteps = getattr(self.scheduler, "timesteps", None)
+        ended = self.gen
         self.reset(len(timesteps) if timesteps is not None else None)
+        self.clock.start(ended, self.gen)
         return result
 
     def _cache_context(self, original: Callable, args: tuple, kwargs: dict) -> Any:
@@ -129,7 +136,9 @@ class Session:
     def _model_forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         if self.call is not None:  # re-entrant call (a model calling itself): run it plainly
             return original(*args, **kwargs)
-        t = _timestep_value(_get_arg(args, kwargs, self._t_pos, self._t_name))
+        t = self.clock.key(self.gen)  # no tensor read when the scheduler counts the steps
+        if t is None:
+            t = _timestep_value(_get_arg(args, kwargs, self._t_pos, self._t_name))
         if self.gen.starts_new_generation(t, self.context):
             self.reset(self.gen.num_steps)
         self.call = self.gen.begin_call(t, self.context)
