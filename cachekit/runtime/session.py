@@ -19,6 +19,7 @@ from torch import nn
 from ..adapters.base import BlockBinding, BlockIO
 from ..kernels import add_residual, residual
 from ..methods.base import CacheMethod, UnitContext
+from .compile import compiled_impl, eager_only
 from .patches import InstancePatches
 from .state import CacheStats, Generation
 from .steps import StepClock
@@ -67,23 +68,24 @@ class Session:
         self.clock = StepClock()  # steps from scheduler.step calls (runtime.steps)
 
     # ---- install / uninstall -------------------------------------------------------------
-    def install(self, owners: list[object]) -> None:
-        """Patch instances; on any failure undo what was done and re-raise."""
+    def install(self, owners: list[object], compile: dict | None = None) -> None:
+        """Patch instances; on any failure undo what was done and re-raise. ``compile``: torch.compile
+        options for the originals of the innermost hooks (``runtime.compile``), None for eager."""
         try:
             for owner in owners:
                 self._patches.set(owner, SESSION_ATTR, self)
-            self._patches.wrap(self.root, "forward", self._model_forward)
+            self._hook(self.root, "forward", self._model_forward)
             if self.units:
                 for i, unit in enumerate(self.units):
-                    self._patches.wrap(unit.owner, unit.attr, self._unit_impl(i))
+                    self._hook(unit.owner, unit.attr, self._unit_impl(i), compile)
                 for layer, members in _additive_layers(self.blocks, self.units).items():
                     ref = self.blocks[layer]
                     binding = BlockBinding(ref.module.forward, ref.io, ref.name)
-                    self._patches.wrap(ref.module, "forward", self._additive_block_impl(layer, members, binding))
+                    self._hook(ref.module, "forward", self._additive_block_impl(layer, members, binding))
             else:
                 for i, ref in enumerate(self.blocks):
                     binding = BlockBinding(ref.module.forward, ref.io, ref.name)
-                    self._patches.wrap(ref.module, "forward", self._block_impl(i, binding))
+                    self._hook(ref.module, "forward", self._block_impl(i, binding), compile)
             if callable(getattr(self.root, "cache_context", None)):
                 self._patches.wrap(self.root, "cache_context", self._cache_context)
             if self.scheduler is not None and callable(getattr(self.scheduler, "set_timesteps", None)):
@@ -93,6 +95,15 @@ class Session:
         except BaseException:
             self._patches.undo()
             raise
+
+    def _hook(self, owner: object, attr: str, impl: Callable, compile: dict | None = None) -> None:
+        """Wrap ``owner.attr`` with ``impl``, a graph break for dynamo; with ``compile`` options the
+        original it calls is compiled, and a ``.compile()`` already on ``owner`` is set aside."""
+        if compile is not None:
+            impl = compiled_impl(impl, getattr(owner, attr), compile)
+            if attr == "forward" and vars(owner).get("_compiled_call_impl") is not None:
+                self._patches.set(owner, "_compiled_call_impl", None)
+        self._patches.wrap(owner, attr, eager_only(impl))
 
     def uninstall(self) -> None:
         self._patches.undo()
