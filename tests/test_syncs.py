@@ -83,3 +83,37 @@ def test_bare_module_still_reads_the_timestep(monkeypatch):
             m(torch.zeros(2, 3), torch.tensor(t))
     monkeypatch.undo()
     assert calls["n"] == 4 and cachekit.stats(m).plan[:, 0].tolist() == [True, True, False, True]
+
+
+class Scheduler:
+    """set_timesteps and step, like a diffusers scheduler."""
+
+    def set_timesteps(self, n):
+        self.timesteps = torch.arange(n, 0, -1)
+
+    def step(self, out, t, x):
+        return x
+
+
+def test_steps_come_from_scheduler_step_and_a_scheduler_never_stepped_is_dropped():
+    from toy import Toy
+
+    m = Toy()
+    m.scheduler = Scheduler()
+    cachekit.apply(m, FixedIntervalConfig(interval=2, warmup=1, final_steps=1))
+    x = torch.zeros(2, 3)
+    with torch.no_grad():
+        m.scheduler.set_timesteps(4)
+        for t in m.scheduler.timesteps:  # the same timestep value at every step: only step() tells them apart
+            m.scheduler.step(m(x, torch.tensor(1.0)), t, x)
+        assert cachekit.stats(m).steps.tolist() == [0, 1, 2, 3]
+        m.scheduler.set_timesteps(4)
+        for t in m.scheduler.timesteps:  # a loop that never calls step(): read as 4 branches of step 0
+            m(x, t)
+        with pytest.warns(RuntimeWarning, match="step never was"):
+            m.scheduler.set_timesteps(4)
+        for t in m.scheduler.timesteps:  # from now on the timestep value tells the steps apart
+            m(x, t)
+    assert cachekit.stats(m).steps.tolist() == [0, 1, 2, 3]
+    cachekit.remove(m)
+    assert "step" not in vars(m.scheduler) and "set_timesteps" not in vars(m.scheduler)
