@@ -2,8 +2,9 @@
 
 ``Session.install`` wraps, on instances only: the model's ``forward`` (finds the step and CFG branch
 of each call), each block's ``forward`` (compute or reuse its segment), diffusers'
-``cache_context`` (names the CFG branch) and the scheduler's ``set_timesteps`` (a pipeline call
-starts a new generation and tells the number of steps). ``uninstall`` undoes all of it.
+``cache_context`` (names the CFG branch), the scheduler's ``set_timesteps`` (a pipeline call
+starts a new generation and tells the number of steps) and ``step`` (counts the steps, ``steps.py``).
+``uninstall`` undoes all of it. With ``compile`` the originals are compiled (``compile.py``).
 """
 
 from __future__ import annotations
