@@ -9,6 +9,7 @@ from . import methods as _methods  # noqa: F401  (registers the built-in methods
 from .adapters import ModelLayout, find_model, find_units, resolve
 from .config import CacheConfig, ConfigError, method_for
 from .recipe import load_recipe, recipe_for_model
+from .runtime.compile import compile_options
 from .runtime.session import SESSION_ATTR, BlockRef, Session
 from .runtime.state import CacheStats
 
@@ -47,7 +48,7 @@ def _resolve_config(config: CacheConfig | str | Path | None, model_class: str) -
 
 
 def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
-          layout: ModelLayout | None = None) -> Any:
+          layout: ModelLayout | None = None, compile: bool | dict = False) -> Any:
     """Install caching hooks on ``target``'s transformer blocks; returns ``target``.
 
     Args:
@@ -57,9 +58,16 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
             path to a recipe YAML, or None for the recipe registered for this model class (else
             the safe default recipe).
         layout: where the blocks are, for models cachekit does not know.
+        compile: True to ``torch.compile`` each block's original forward (each sub-block unit's for
+            BAC), ``fullgraph=True`` where dynamo takes it whole; the caching decisions stay eager,
+            so steps and generations cause no recompiles. A dict passes ``torch.compile`` options
+            (``mode``, ``backend``, ``dynamic``, ``fullgraph``, ``options``). A block compiled with
+            ``.compile()`` (diffusers' ``compile_repeated_blocks``) is compiled by cachekit instead
+            until ``remove``. The model outside the blocks stays eager.
 
     Nothing is changed when this raises. Hooks live on the instances only.
     """
+    compile_opts = compile_options(compile)
     model, _ = find_model(target)
     for obj in (target, model):
         if _session(obj) is not None:
@@ -78,7 +86,7 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
     units = find_units(resolved.blocks) if method.granularity == "unit" else None
     method.bind(model, tuple(u.name for u in units) if units else tuple(b.name for b in blocks))
     session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units)
-    session.install([model] if target is model else [model, target])
+    session.install([model] if target is model else [model, target], compile_opts)
     return target
 
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from ..config import CacheConfig, register_method, spec
-from ..kernels import mean_abs, mean_abs_diff
+from ..kernels import drift_stats
 from .base import CacheMethod, UnitContext
 
 
@@ -73,15 +75,23 @@ class EasyCacheConfig(CacheConfig):
 
 @register_method(EasyCacheConfig)
 class EasyCache(CacheMethod):
+    """The rule above, with its statistics kept on the device: ``observe`` leaves them as one small
+    tensor and ``decide`` reads it back together with the input change in one ``.tolist()``, so a
+    step costs at most one device-to-host sync (none in warm-up and at the last step, where the rule
+    never reuses). Read eagerly, the same rule took four syncs per computed step."""
+
     def decide(self, ctx: UnitContext) -> bool:
         st, x = ctx.state, ctx.inputs[ctx.main_stream]
         prev = st.get("prev_x")
-        change = mean_abs_diff(x, prev) if prev is not None and prev.shape == x.shape else 0.0
         st["prev_x"] = x
+        c = self.config
+        if ctx.step < c.warmup or ctx.is_last_step:  # computed whatever the statistics say
+            return True
+        change = drift_stats(x, prev)[:1] if prev is not None and prev.shape == x.shape else None
+        input_change = self._read(st, change)  # sets k and v_scale: read before they are used
         compute, st["E"] = easycache_compute(
-            ctx.step, ctx.num_steps, threshold=self.config.threshold, warmup=self.config.warmup,
-            rate=st.get("k"), accumulated=st.get("E", 0.0), input_change=change,
-            output_scale=st.get("v_scale", 0.0))
+            ctx.step, ctx.num_steps, threshold=c.threshold, warmup=c.warmup, rate=st.get("k"),
+            accumulated=st.get("E", 0.0), input_change=input_change, output_scale=st.get("v_scale", 0.0))
         return compute
 
     def observe(self, ctx: UnitContext, outputs: dict) -> None:
@@ -89,5 +99,23 @@ class EasyCache(CacheMethod):
             return  # followers reuse the leader's decisions; they need no rate of their own
         st, x, v = ctx.state, ctx.inputs[ctx.main_stream], outputs[ctx.main_stream]
         if st.get("x_last") is not None and st["x_last"].shape == x.shape:
-            st["k"] = transformation_rate(mean_abs_diff(v, st["v_last"]), mean_abs_diff(x, st["x_last"]))
-        st["x_last"], st["v_last"], st["v_scale"], st["E"] = x, v, mean_abs(v), 0.0
+            # [mean|v' - v|, mean|v|, mean|x - x'|]: output change, output scale, input change
+            st["pending"] = torch.cat([drift_stats(st["v_last"], v), drift_stats(x, st["x_last"])[:1]])
+        else:
+            st["pending"] = drift_stats(v, v)[1:]  # [mean|v|]
+        st["x_last"], st["v_last"], st["E"] = x, v, 0.0
+
+    @staticmethod
+    def _read(st: dict, change: torch.Tensor | None) -> float:
+        """The one device-to-host read of a step: the input change mean|x_t - x_{t-1}| (returned)
+        and the statistics ``observe`` left on the device, which set ``v_scale`` and the rate ``k``."""
+        pending = st.pop("pending", None)
+        parts = [p for p in (change, pending) if p is not None]
+        values = torch.cat(parts).tolist() if parts else []
+        input_change = values.pop(0) if change is not None else 0.0
+        if len(values) == 3:
+            output_change, st["v_scale"], last_input_change = values
+            st["k"] = transformation_rate(output_change, last_input_change)
+        elif values:
+            st["v_scale"] = values[0]
+        return input_change

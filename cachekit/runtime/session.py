@@ -2,8 +2,9 @@
 
 ``Session.install`` wraps, on instances only: the model's ``forward`` (finds the step and CFG branch
 of each call), each block's ``forward`` (compute or reuse its segment), diffusers'
-``cache_context`` (names the CFG branch) and the scheduler's ``set_timesteps`` (a pipeline call
-starts a new generation and tells the number of steps). ``uninstall`` undoes all of it.
+``cache_context`` (names the CFG branch), the scheduler's ``set_timesteps`` (a pipeline call
+starts a new generation and tells the number of steps) and ``step`` (counts the steps, ``steps.py``).
+``uninstall`` undoes all of it. With ``compile`` the originals are compiled (``compile.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from torch import nn
 from ..adapters.base import BlockBinding, BlockIO
 from ..kernels import add_residual, residual, reuse
 from ..methods.base import CacheMethod, UnitContext
+from .compile import compiled_impl, eager_only
 from .patches import InstancePatches
 from .state import CacheStats, Generation
+from .steps import StepClock
 
 SESSION_ATTR = "_cachekit_session"
 
@@ -34,7 +37,8 @@ class BlockRef:
 
 def _timestep_value(t: Any) -> float | None:
     """First element of the timestep as a float: enough to tell steps apart (the pipeline
-    broadcasts one value over the batch)."""
+    broadcasts one value over the batch). A device-to-host sync per model call on an accelerator:
+    only read when no scheduler counts the steps (``runtime.steps``)."""
     if t is None:
         return None
     if isinstance(t, torch.Tensor):
@@ -63,32 +67,45 @@ class Session:
         self.context: Hashable | None = None  # diffusers cache_context name, if set
         self._patches = InstancePatches()
         self.depth = method.history_depth  # cached steps kept per segment/unit (forecasting)
+        self.clock = StepClock()  # steps from scheduler.step calls (runtime.steps)
 
     # ---- install / uninstall -------------------------------------------------------------
-    def install(self, owners: list[object]) -> None:
-        """Patch instances; on any failure undo what was done and re-raise."""
+    def install(self, owners: list[object], compile: dict | None = None) -> None:
+        """Patch instances; on any failure undo what was done and re-raise. ``compile``: torch.compile
+        options for the originals of the innermost hooks (``runtime.compile``), None for eager."""
         try:
             for owner in owners:
                 self._patches.set(owner, SESSION_ATTR, self)
-            self._patches.wrap(self.root, "forward", self._model_forward)
+            self._hook(self.root, "forward", self._model_forward)
             if self.units:
                 for i, unit in enumerate(self.units):
-                    self._patches.wrap(unit.owner, unit.attr, self._unit_impl(i))
+                    self._hook(unit.owner, unit.attr, self._unit_impl(i), compile)
                 for layer, members in _additive_layers(self.blocks, self.units).items():
                     ref = self.blocks[layer]
                     binding = BlockBinding(ref.module.forward, ref.io, ref.name)
-                    self._patches.wrap(ref.module, "forward", self._additive_block_impl(layer, members, binding))
+                    self._hook(ref.module, "forward", self._additive_block_impl(layer, members, binding))
             else:
                 for i, ref in enumerate(self.blocks):
                     binding = BlockBinding(ref.module.forward, ref.io, ref.name)
-                    self._patches.wrap(ref.module, "forward", self._block_impl(i, binding))
+                    self._hook(ref.module, "forward", self._block_impl(i, binding), compile)
             if callable(getattr(self.root, "cache_context", None)):
                 self._patches.wrap(self.root, "cache_context", self._cache_context)
             if self.scheduler is not None and callable(getattr(self.scheduler, "set_timesteps", None)):
                 self._patches.wrap(self.scheduler, "set_timesteps", self._set_timesteps)
+                if callable(getattr(self.scheduler, "step", None)):
+                    self._patches.wrap(self.scheduler, "step", self.clock.step)
         except BaseException:
             self._patches.undo()
             raise
+
+    def _hook(self, owner: object, attr: str, impl: Callable, compile: dict | None = None) -> None:
+        """Wrap ``owner.attr`` with ``impl``, a graph break for dynamo; with ``compile`` options the
+        original it calls is compiled, and a ``.compile()`` already on ``owner`` is set aside."""
+        if compile is not None:
+            impl = compiled_impl(impl, getattr(owner, attr), compile)
+            if attr == "forward" and vars(owner).get("_compiled_call_impl") is not None:
+                self._patches.set(owner, "_compiled_call_impl", None)
+        self._patches.wrap(owner, attr, eager_only(impl))
 
     def uninstall(self) -> None:
         self._patches.undo()
@@ -109,7 +126,9 @@ class Session:
     def _set_timesteps(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         result = original(*args, **kwargs)
         timesteps = getattr(self.scheduler, "timesteps", None)
+        ended = self.gen
         self.reset(len(timesteps) if timesteps is not None else None)
+        self.clock.start(ended, self.gen)
         return result
 
     def _cache_context(self, original: Callable, args: tuple, kwargs: dict) -> Any:
@@ -130,7 +149,9 @@ class Session:
     def _model_forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         if self.call is not None:  # re-entrant call (a model calling itself): run it plainly
             return original(*args, **kwargs)
-        t = _timestep_value(_get_arg(args, kwargs, self._t_pos, self._t_name))
+        t = self.clock.key(self.gen)  # no tensor read when the scheduler counts the steps
+        if t is None:
+            t = _timestep_value(_get_arg(args, kwargs, self._t_pos, self._t_name))
         if self.gen.starts_new_generation(t, self.context):
             self.reset(self.gen.num_steps)
         self.call = self.gen.begin_call(t, self.context)
