@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import cachekit
-from cachekit import BACConfig, EasyCacheConfig, FixedIntervalConfig
+from cachekit import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig
 from tiny_pipelines import FORWARDS_PER_STEP, build, call_kwargs, output_tensor
 
 STEPS = 6
@@ -48,7 +48,12 @@ def test_static_plans_add_no_host_sync_and_easycache_at_most_one_per_step(monkey
     pipe.transformer.eval()
     baseline, _ = count_reads(monkeypatch, family, pipe)
     configs = {"fixed_interval": FixedIntervalConfig(interval=2, warmup=1, final_steps=1),
-               "bac": bac_plan(pipe), "easycache": EasyCacheConfig(threshold=0.5, warmup=1)}
+               "bac": bac_plan(pipe), "easycache": EasyCacheConfig(threshold=0.5, warmup=1),
+               "taylor": FixedIntervalConfig(interval=2, warmup=1, final_steps=0, forecast="taylor"),
+               "units_foca": FixedIntervalConfig(interval=2, warmup=1, final_steps=0, units=True, forecast="foca"),
+               "ertacache": ERTACacheConfig(reuse_steps=(2, 4), coefficients=((2, 0.9, 0.5), (4, 1.1, 0.2)),
+                                            num_steps=STEPS),
+               "block_drift": BlockDriftConfig(threshold=10.0, warmup=1, final_steps=1)}
     extra = {}
     for name, config in configs.items():
         cachekit.apply(pipe, config)
@@ -58,7 +63,8 @@ def test_static_plans_add_no_host_sync_and_easycache_at_most_one_per_step(monkey
         assert s.steps.tolist() == [k for k in range(STEPS) for _ in range(FORWARDS_PER_STEP[family])]
         assert s.computed_fraction < 1.0, name  # the plans reuse: the reuse path was exercised
         extra[name] = n - baseline
-    assert extra["fixed_interval"] == 0 and extra["bac"] == 0
+    assert extra["fixed_interval"] == extra["bac"] == extra["taylor"] == extra["units_foca"] == extra["ertacache"] == 0
+    assert 0 < extra["block_drift"] <= STEPS - 2   # one read of all range drifts per step
     # EasyCache reads once per step after warm-up, never at the last step: STEPS - 2 here
     assert 0 < extra["easycache"] <= STEPS - 2
 

@@ -143,8 +143,8 @@ class BlockDrift(CacheMethod):
         if seg not in self._middle:
             return True  # the tail
         run = st.setdefault("run", {})
-        if st["skip_all"]:
-            compute = self._forced(ctx)
+        if st["skip_all"] or self._forced(ctx):
+            compute = self._forced(ctx)   # no drift read on forced steps (no host sync there)
         else:
             drift = self._drifts(ctx).get(seg)
             compute = block_drift_compute(
