@@ -51,6 +51,11 @@ def grids(steps: int) -> dict[str, list]:
         "easycache+taylor": [EasyCacheConfig(threshold=t, warmup=w, forecast="taylor") for t in ec[1:]],
         "block_drift": [BlockDriftConfig(fn=1, threshold=t, warmup=w) for t in bd],
         "block_drift+taylor": [BlockDriftConfig(fn=1, threshold=t, warmup=w, forecast="taylor") for t in bd],
+        # sub-block units, re-modulated each step; the last step forecast, not computed
+        "units+taylor": [FixedIntervalConfig(interval=i, warmup=w - 1, final_steps=0, units=True, forecast="taylor")
+                         for i in fi],
+        "units+foca": [FixedIntervalConfig(interval=i, warmup=w - 1, final_steps=0, units=True, forecast="foca")
+                       for i in fi[1:]],
     }
 
 
