@@ -45,6 +45,7 @@ def test_demo_writes_table_and_plots(tmp_path, capsys):
     assert run_demo(out=str(tmp_path), steps=4, repeats=1, recipe="dit") == 0
     text = capsys.readouterr().out
     assert "class recognised" in text and "speedup" in text
+    assert "best anchor" in text and "diffusers TaylorSeer cache_interval=3" in text   # same run, one more column
     rep = json.loads((tmp_path / "report.json").read_text())
     rec = rep["extra"]["class recognition"]
     assert 0 <= rec["cached"] <= 1 and 0 <= rec["uncached"] <= 1
