@@ -43,8 +43,12 @@ from cachekit.evaluation.sweep import grid_configs, pareto_front
 #: method -> grid specs as ``cachekit sweep`` takes them (``sweep.grid_configs``); add a method
 #: here (or pass ``--cachekit method:key=spec:...``) to put it in the comparison.
 CACHEKIT_GRID: dict[str, list[dict[str, str]]] = {
-    "easycache": [{"threshold": "0.05,0.1,0.15,0.2", "warmup": "3"}],
-    "fixed_interval": [{"interval": "2,3,4", "warmup": "3", "final_steps": "1"}],
+    "easycache": [{"threshold": "0.05,0.1,0.15,0.2", "warmup": "3"},
+                  {"threshold": "0.05,0.1,0.15", "warmup": "3", "forecast": "taylor"}],
+    "fixed_interval": [{"interval": "2,3,4", "warmup": "3", "final_steps": "1"},
+                       # sub-block units with a Taylor forecast, the last step forecast too
+                       {"interval": "2,3,4,5", "warmup": "2", "final_steps": "0", "units": "1", "forecast": "taylor"}],
+    "block_drift": [{"threshold": "0.1,0.2", "warmup": "3", "forecast": "taylor"}],
 }
 
 FIELDS = ["model", "steps", "family", "method", "params", "mac_fraction", "block_fraction", "ideal_speedup",

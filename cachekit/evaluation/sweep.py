@@ -21,6 +21,12 @@ def expand(spec: str, kind: str) -> list:
     value."""
     if kind == "str":
         return [v.strip() for v in spec.split(",") if v.strip()]
+    if kind == "bool":
+        words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        vals = [v.strip().lower() for v in spec.split(",") if v.strip()]
+        if not vals or any(v not in words for v in vals):
+            raise ConfigError(f"bad grid {spec!r}: use true/false (or 1/0), comma-separated")
+        return [words[v] for v in vals]
     cast = int if kind == "int" else float
     try:
         if spec.count(":") == 2:
