@@ -220,9 +220,10 @@ def record_stack(target: Any, runs: Iterable[Callable[[], Any]], *, max_features
 
 
 def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: float | None = None,
-              max_error: float | None = None, correction: str = "linear") -> ERTACalibration:
+              max_error: float | None = None, correction: str = "linear", warmup: int = 2) -> ERTACalibration:
     """Static reuse set for a computed ``fraction`` of steps, or the cheapest one whose worst reuse
-    step keeps a fitted relative squared error <= ``max_error``; then the per-step fit."""
+    step keeps a fitted relative squared error <= ``max_error``; then the per-step fit. The first
+    ``warmup`` steps are always computed."""
     from .methods.ertacache import ERTACacheConfig, compute_steps, fit_corrections, reuse_error_matrix
 
     if (fraction is None) == (max_error is None):
@@ -235,7 +236,7 @@ def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: 
     else:
         budgets = list(range(2, T + 1))
     for k in budgets:
-        computed = compute_steps(err, k)
+        computed = compute_steps(err, k, warmup)
         fits = fit_corrections(recordings, computed, linear=linear) if correction != "none" else {
             t: (1.0, 0.0, float(err[max(s for s in computed if s < t), t])) for t in range(T) if t not in computed}
         if max_error is None or not fits or max(f[2] for f in fits.values()) <= max_error:

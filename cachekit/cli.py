@@ -202,12 +202,13 @@ def _calibrate_erta(args: argparse.Namespace, workload: Any, runs: list, inputs:
         raise SystemExit("cachekit calibrate --method ertacache: give exactly one of --fraction and --max-error")
     with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
         recs, fingerprint = record_stack(workload.target, runs, progress=bar)
-    cal = plan_erta(recs, fingerprint, fraction=args.fraction, max_error=args.max_error, correction=args.correction)
+    cal = plan_erta(recs, fingerprint, fraction=args.fraction, max_error=args.max_error, correction=args.correction,
+                    warmup=args.warmup)
     env = environment(args.command_line)
     model_cls = type(find_model(workload.target)[0]).__name__
     errs = list(cal.fit_error.values())
     measured = {"calibration": {"fraction": args.fraction, "max_error": args.max_error, "correction": args.correction,
-                                "inputs": [str(i) for i in inputs], "seeds": list(args.seeds),
+                                "warmup": args.warmup, "inputs": [str(i) for i in inputs], "seeds": list(args.seeds),
                                 "recordings": cal.recordings, "computed_steps": cal.computed,
                                 "fit_error_mean": float(np.mean(errs)) if errs else 0.0,
                                 "fit_error_max": float(np.max(errs)) if errs else 0.0},
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ertacache: instead of --fraction, the cheapest plan whose worst fitted error stays under this")
     c.add_argument("--correction", choices=("linear", "scale", "none"), default="linear",
                    help="ertacache: fitted terms (default: %(default)s)")
+    c.add_argument("--warmup", type=int, default=2, help="ertacache: first steps always computed (default: %(default)s)")
     c.add_argument("--updates", type=_positive_int, default=10, help="bac: recompute steps per unit, M (default: %(default)s)")
     c.add_argument("--top-n", type=int, default=4, help="units given Bubbling Union (default: %(default)s)")
     c.add_argument("--metric", choices=("cosine", "l1", "mse"), default="cosine", help="similarity (default: %(default)s)")

@@ -138,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{args.model}_{args.steps}"
+    if args.methods and Path(f"{stem}.csv").exists():   # rerun of some curves: keep the others' rows
+        with open(f"{stem}.csv", newline="") as fh:
+            kept = [{**r, "fraction": float(r["fraction"]), "psnr": float(r["psnr"]), "ssim": float(r["ssim"]),
+                     "cached_mb": float(r["cached_mb"])} for r in csv.DictReader(fh) if r["method"] not in methods]
+        methods = list(dict.fromkeys([r["method"] for r in kept] + methods))
+        rows = kept + rows
+        command += f"  (other curves from the earlier run in {stem}.csv)"
     with open(f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()

@@ -93,3 +93,10 @@ def test_config_errors_and_step_count_refusal():
     cachekit.apply(m, ERTACacheConfig(reuse_steps=(2,), num_steps=5))
     with pytest.raises(ConfigError, match="calibrated for 5 steps; this generation has 7"):
         cachekit.reset(m, num_steps=7)
+
+
+def test_warmup_steps_are_always_computed():
+    rng = np.random.default_rng(3)
+    err = reuse_error_matrix([rng.normal(size=(12, 30)).cumsum(0)])
+    steps = compute_steps(err, 5, warmup=3)
+    assert steps[:3] == [0, 1, 2] and len(steps) == 5 and steps[-1] == 11

@@ -60,13 +60,19 @@ def reuse_error_matrix(residuals: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean(errs, axis=0)
 
 
-def compute_steps(err: np.ndarray, computes: int) -> list[int]:
-    """The ``computes`` steps to compute (step 0 and the last step always among them) that minimise
-    the summed reuse error of the steps in between."""
+def compute_steps(err: np.ndarray, computes: int, warmup: int = 0) -> list[int]:
+    """The ``computes`` steps to compute (the first ``warmup`` steps, step 0 and the last step always
+    among them) that minimise the summed reuse error of the steps in between. The profile weighs
+    every step alike, but an error made early is carried through every later step (on the digits
+    DiT the unweighted plan reused steps 1-6 and lost 1.2 dB to BAC at fraction 0.36): the
+    warm-up keeps the first steps computed, as every runtime method here does."""
     T = err.shape[0]
     if computes >= T:
         return list(range(T))
-    return acs_schedule(-err, max(computes, 2 if T > 1 else 1), force_last=True)
+    err = np.array(err, dtype=np.float64)
+    err[:, :min(warmup, T)] = 1e9   # reusing a warm-up step costs more than any plan that computes it
+    np.fill_diagonal(err, 0.0)
+    return acs_schedule(-err, max(computes, 2 if T > 1 else 1, min(warmup, T - 1) + 1), force_last=True)
 
 
 def anchors(computed: Sequence[int], t: int) -> tuple[int, int | None]:
