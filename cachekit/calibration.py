@@ -53,15 +53,22 @@ class _Recorder(CacheMethod):
         if not ctx.leader:
             return  # one branch is enough to see how a unit's output drifts
         x = out[0] if isinstance(out, tuple) else out
-        flat = x.detach().reshape(-1)
-        idx = self._index.get(ctx.segment)
-        if idx is None or idx.numel() > flat.numel() or int(idx.max()) >= flat.numel():
-            g = torch.Generator().manual_seed(self.config.seed + ctx.segment)
-            n = min(self.config.max_features, flat.numel())
-            idx = self._index[ctx.segment] = torch.randperm(flat.numel(), generator=g)[:n].to(flat.device)
+        feats = _subsample(x, self._index, ctx.segment, self.config.seed + ctx.segment, self.config.max_features)
         if ctx.step == 0 and ctx.segment == 0:
             self.runs.append({})
-        self.runs[-1].setdefault(ctx.segment, {})[ctx.step] = flat[idx].float().cpu().numpy()
+        self.runs[-1].setdefault(ctx.segment, {})[ctx.step] = feats
+
+
+def _subsample(x: torch.Tensor, index: dict, key: Any, seed: int, max_features: int) -> np.ndarray:
+    """A fixed random subset of at most ``max_features`` elements of x (the same subset for the same
+    key at every step), as float32 numpy."""
+    flat = x.detach().reshape(-1)
+    idx = index.get(key)
+    if idx is None or idx.numel() > flat.numel() or int(idx.max()) >= flat.numel():
+        g = torch.Generator().manual_seed(seed)
+        n = min(max_features, flat.numel())
+        idx = index[key] = torch.randperm(flat.numel(), generator=g)[:n].to(flat.device)
+    return flat[idx].float().cpu().numpy()
 
 
 @dataclass
@@ -151,17 +158,12 @@ def calibrate_bac(target: Any, runs: Iterable[Callable[[], Any]], *, updates: in
 
 # ---- ERTACache: the block stack's residual per step, then a static reuse set with corrections ----
 @dataclass(frozen=True)
-class _RecordStackConfig(CacheConfig):
-    """Internal: compute every step and record the block stack's residual (calibration only).
-
-    Args:
-        max_features: elements kept per residual (a fixed random subset).
-        seed: seed of that subset.
-    """
+class _RecordStackConfig(_RecordConfig):
+    """Internal: compute every step and record the block stack's residual (calibration only);
+    fields as ``_RecordConfig``, with more elements kept (one tensor per step, not one per unit)."""
 
     method = "_record_stack"
     max_features: int = spec(16384, lo=1)
-    seed: int = spec(0, lo=0)
 
 
 @register_method(_RecordStackConfig)
@@ -169,22 +171,17 @@ class _StackRecorder(CacheMethod):
     def __init__(self, config: _RecordStackConfig) -> None:
         super().__init__(config)
         self.runs: list[dict[Any, dict[int, np.ndarray]]] = []  # run -> branch -> step -> features
-        self._index: torch.Tensor | None = None
+        self._index: dict[int, torch.Tensor] = {}
 
     def decide(self, ctx: UnitContext) -> bool:
         return True
 
     def observe(self, ctx: UnitContext, outputs: Any) -> None:
         main = ctx.main_stream
-        flat = (outputs[main] - ctx.inputs[main]).detach().reshape(-1)
-        idx = self._index
-        if idx is None or int(idx.max()) >= flat.numel():
-            g = torch.Generator().manual_seed(self.config.seed)
-            n = min(self.config.max_features, flat.numel())
-            idx = self._index = torch.randperm(flat.numel(), generator=g)[:n].to(flat.device)
+        feats = _subsample(outputs[main] - ctx.inputs[main], self._index, 0, self.config.seed, self.config.max_features)
         if ctx.step == 0 and ctx.leader:
             self.runs.append({})
-        self.runs[-1].setdefault(ctx.branch, {})[ctx.step] = flat[idx].float().cpu().numpy()
+        self.runs[-1].setdefault(ctx.branch, {})[ctx.step] = feats
 
 
 @dataclass

@@ -126,11 +126,15 @@ class Anchor:
                 registry.remove_hook(name, recurse=True)
             registry.invalidate_child_registries_cache()
         finally:
-            for h in self._handles:
-                h.remove()
-            self._handles = []
-            self._forget_added_attributes(tr)
-            self._transformer = None
+            self._release(tr)
+
+    def _release(self, tr: nn.Module) -> None:
+        """Our own pre-hooks off, every attribute the library added deleted, nothing held."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._forget_added_attributes(tr)
+        self._transformer = None
 
     @property
     def label(self) -> str:
@@ -426,11 +430,7 @@ class DBCacheAnchor(Anchor):
         try:
             cache_dit.disable_cache(tr)
         finally:
-            for h in self._handles:
-                h.remove()
-            self._handles = []
-            self._forget_added_attributes(tr)
-            self._transformer = None
+            self._release(tr)
 
 
 # ------------------------------------------------------------------------------------------------
