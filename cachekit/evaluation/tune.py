@@ -27,15 +27,13 @@ from .workloads import Workload
 
 SEARCH_SPACES: dict[str, dict[str, list]] = {
     # threshold spans EasyCache's published 0.025-0.05 defaults and beyond, roughly geometric
-    "easycache": {"threshold": [0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3], "warmup": [1, 3],
-                  "forecast": ["none", "taylor"]},
+    "easycache": {"threshold": [0.02, 0.05, 0.1, 0.15, 0.2], "warmup": [2], "forecast": ["none", "taylor"]},
     # units: sub-block outputs re-modulated each step (with taylor: TaylorSeer's scheme); on DDIM
     # the last step forecast (final_steps 0) beat computing it on the digits DiT (38.3 vs 35.9 dB)
-    "fixed_interval": {"interval": [2, 3, 4, 5, 6], "warmup": [2], "final_steps": [0, 1], "units": [False, True],
+    "fixed_interval": {"interval": [2, 3, 4, 5], "warmup": [2], "final_steps": [0, 1], "units": [False, True],
                        "forecast": ["none", "taylor"]},
     # cache-dit's default threshold 0.08 in the middle of the grid
-    "block_drift": {"threshold": [0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45], "fn": [1], "warmup": [3],
-                    "forecast": ["none", "taylor"]},
+    "block_drift": {"threshold": [0.05, 0.1, 0.2, 0.3], "fn": [1], "warmup": [2], "forecast": ["none", "taylor"]},
     # calibrated on the calibration inputs first (full runs), one plan per computed fraction
     "ertacache": {"fraction": [0.25, 0.35, 0.5, 0.65]},
 }
