@@ -119,9 +119,14 @@ def record_units(target: Any, runs: Iterable[Callable[[], Any]], *, max_features
                  progress: Any = None) -> Recording:
     """Run each callable (one generation each) with full compute, recording every unit's output.
     ``target`` must not have cachekit applied."""
-    api.apply(target, _RecordConfig(max_features=max_features))
+    session = _record(target, _RecordConfig(max_features=max_features), runs, progress)
+    return Recording(session.units, session.method.runs, model_fingerprint(session.root))
+
+
+def _record(target: Any, config: CacheConfig, runs: Iterable[Callable[[], Any]], progress: Any) -> Any:
+    """Apply a recorder, run every callable, remove it; the session (its method holds the runs)."""
+    api.apply(target, config)
     session = api._session(api.find_model(target)[0])
-    units, recorder = session.units, session.method   # apply already resolved the units
     try:
         for run in runs:
             run()
@@ -129,9 +134,9 @@ def record_units(target: Any, runs: Iterable[Callable[[], Any]], *, max_features
                 progress.update(1)
     finally:
         api.remove(target)
-    if not recorder.runs:
+    if not session.method.runs:
         raise ValueError("calibration recorded nothing: the runs never called the model")
-    return Recording(units, recorder.runs, model_fingerprint(session.root))
+    return session
 
 
 def plan_bac(rec: Recording, *, updates: int, top_n: int = 4, metric: str = "cosine",
@@ -167,14 +172,10 @@ class _RecordStackConfig(_RecordConfig):
 
 
 @register_method(_RecordStackConfig)
-class _StackRecorder(CacheMethod):
-    def __init__(self, config: _RecordStackConfig) -> None:
-        super().__init__(config)
-        self.runs: list[dict[Any, dict[int, np.ndarray]]] = []  # run -> branch -> step -> features
-        self._index: dict[int, torch.Tensor] = {}
+class _StackRecorder(_Recorder):
+    """``runs``: run -> CFG branch -> step -> features of the stack residual."""
 
-    def decide(self, ctx: UnitContext) -> bool:
-        return True
+    granularity = "block"
 
     def observe(self, ctx: UnitContext, outputs: Any) -> None:
         main = ctx.main_stream
@@ -197,19 +198,8 @@ class ERTACalibration:
 def record_stack(target: Any, runs: Iterable[Callable[[], Any]], *, max_features: int = 16384,
                  progress: Any = None) -> tuple[list[np.ndarray], str]:
     """Full-compute runs recording the stack residual: one (T, features) array per run and branch."""
-    api.apply(target, _RecordStackConfig(max_features=max_features))
-    session = api._session(api.find_model(target)[0])
-    recorder = session.method
-    try:
-        for run in runs:
-            run()
-            if progress is not None:
-                progress.update(1)
-    finally:
-        api.remove(target)
-    if not recorder.runs:
-        raise ValueError("calibration recorded nothing: the runs never called the model")
-    recs = [np.stack([steps[t] for t in sorted(steps)]) for run in recorder.runs for steps in run.values()]
+    session = _record(target, _RecordStackConfig(max_features=max_features), runs, progress)
+    recs = [np.stack([steps[t] for t in sorted(steps)]) for run in session.method.runs for steps in run.values()]
     if len({r.shape[0] for r in recs}) != 1:
         raise ValueError(f"calibration runs have different step counts {sorted({r.shape[0] for r in recs})}; "
                          f"use one --steps")
