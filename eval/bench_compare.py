@@ -73,8 +73,7 @@ def cachekit_configs(grid: dict[str, list[dict[str, str]]], steps: int, bac_reci
         cfg = load_recipe(path).config
         if getattr(cfg, "num_steps", None) == steps:
             cfgs.append(cfg)
-    if bac_updates:
-        cfgs += calibrate(bac_updates)
+    cfgs += calibrate(bac_updates)
     return cfgs
 
 
@@ -136,8 +135,14 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
     def calibrate_bac(updates: list[int]) -> list[CacheConfig]:
         from cachekit.calibration import plan_bac, record_units
 
-        rec = record_units(wl.target, [lambda s=s: wl.generate(inputs, s) for s in args.calib_seeds])
-        return [plan_bac(rec, updates=m, top_n=4).config for m in updates]
+        rec = record_units(wl.target, [lambda s=s: wl.generate(inputs, s) for s in args.calib_seeds]) if updates else None
+        cfgs = [plan_bac(rec, updates=m, top_n=4).config for m in updates] if updates else []
+        if args.erta_fractions:   # ERTACache plans from full runs on the same calibration seeds
+            from cachekit.calibration import plan_erta, record_stack
+
+            recs, fp = record_stack(wl.target, [lambda s=s: wl.generate(inputs, s) for s in args.calib_seeds])
+            cfgs += [plan_erta(recs, fp, fraction=f).config for f in args.erta_fractions]
+        return cfgs
 
     for cfg in cachekit_configs(args.cachekit, steps, args.bac_recipe, args.bac_updates, calibrate_bac):
         fractions = []
@@ -161,6 +166,9 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
         params = dict(cfg.to_dict().get("settings", {}))
         if "plan" in params:   # a BAC plan: summarised, not printed
             params = {"num_steps": params.get("num_steps"), "plan": f"<{len(params['plan'])} units>"}
+        if "coefficients" in params:   # an ERTACache plan: summarised
+            params = {"num_steps": params["num_steps"], "reused": len(params["reuse_steps"]),
+                      "correction": params["correction"]}
         add("cachekit", cfg.method, params, out, macs, statistics.mean(fractions), speed)
 
     mag = None
@@ -291,6 +299,8 @@ def main() -> None:
     ap.add_argument("--bac-recipe", action="append", default=[], help="BAC recipe YAML (used at its num_steps)")
     ap.add_argument("--bac-updates", type=lambda s: [int(v) for v in s.split(",") if v], default=[],
                     help="calibrate BAC here with these budgets M (on --calib-seeds)")
+    ap.add_argument("--erta-fractions", type=lambda s: [float(v) for v in s.split(",") if v], default=[],
+                    help="calibrate ERTACache here for these computed fractions (on --calib-seeds)")
     ap.add_argument("--anchors", nargs="*", default=None, help="only these anchor methods (default: all)")
     ap.add_argument("--time", action="store_true", help="also wall-time every row (alternating, median)")
     ap.add_argument("--repeats", type=int, default=3)
