@@ -6,8 +6,7 @@ the test oracle) per call; the rule and ``CACHEKIT_KERNELS`` are described in ``
 """
 
 from .dispatch import BACKENDS, drift_stats, residual_with_stats, resolve_backend, reuse
-from .reference import (add_residual, drift_stats_reference, mean_abs, mean_abs_diff, residual,
-                        residual_with_stats_reference, reuse_reference)
+from .reference import add_residual, drift_stats_reference, residual, residual_with_stats_reference, reuse_reference
 
-__all__ = ["add_residual", "drift_stats", "mean_abs", "mean_abs_diff", "residual", "residual_with_stats", "reuse",
+__all__ = ["add_residual", "drift_stats", "residual", "residual_with_stats", "reuse",
            "drift_stats_reference", "residual_with_stats_reference", "reuse_reference", "BACKENDS", "resolve_backend"]

@@ -16,16 +16,6 @@ def add_residual(inp: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
     return inp + res
 
 
-def mean_abs(x: torch.Tensor) -> float:
-    """mean|x| accumulated in fp32 (bf16 sums over 10^6+ elements lose ~3 digits)."""
-    return float(x.abs().mean(dtype=torch.float32))
-
-
-def mean_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """mean|a - b| accumulated in fp32."""
-    return float((a - b).abs().mean(dtype=torch.float32))
-
-
 def reuse_reference(x: torch.Tensor, terms: list[torch.Tensor] | tuple[torch.Tensor, ...],
                     weights: list[float] | tuple[float, ...], *, inplace: bool = False) -> torch.Tensor:
     """Reuse step with forecasting: ``x + sum_i weights[i] * terms[i]``, accumulated in fp32 and
