@@ -211,7 +211,7 @@ def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: 
     """Static reuse set for a computed ``fraction`` of steps, or the cheapest one whose worst reuse
     step keeps a fitted relative squared error <= ``max_error``; then the per-step fit. The first
     ``warmup`` steps are always computed."""
-    from .methods.ertacache import ERTACacheConfig, compute_steps, fit_corrections, reuse_error_matrix
+    from .methods.ertacache import ERTACacheConfig, anchors, compute_steps, fit_corrections, reuse_error_matrix
 
     if (fraction is None) == (max_error is None):
         raise ValueError("plan_erta: give exactly one of fraction and max_error")
@@ -225,7 +225,7 @@ def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: 
     for k in budgets:
         computed = compute_steps(err, k, warmup)
         fits = fit_corrections(recordings, computed, linear=linear) if correction != "none" else {
-            t: (1.0, 0.0, float(err[max(s for s in computed if s < t), t])) for t in range(T) if t not in computed}
+            t: (1.0, 0.0, float(err[anchors(computed, t)[0], t])) for t in range(T) if t not in computed}
         if max_error is None or not fits or max(f[2] for f in fits.values()) <= max_error:
             break
     cfg = ERTACacheConfig(reuse_steps=tuple(sorted(fits)), num_steps=T, model=fingerprint, correction=correction,

@@ -30,7 +30,7 @@ import numpy as np
 
 import cachekit
 from cachekit import (BlockDriftConfig, EasyCacheConfig, FixedIntervalConfig)
-from cachekit.evaluation.runner import applied, environment, quality, run_pass
+from cachekit.evaluation.runner import _chunks, applied, environment, quality, run_pass
 from cachekit.evaluation.workloads import load_workload
 
 BASELINES = ("easycache", "fixed_interval", "bac")
@@ -66,8 +66,7 @@ def calibrated(workload, inputs, seeds, batch, methods) -> dict[str, list]:
     """BAC and ERTACache plans for ``CALIBRATED_FRACTIONS`` from full runs on the calibration seeds."""
     from cachekit.calibration import calibrate_bac, plan_erta, record_stack, record_units, plan_bac
 
-    chunks = [inputs[i:i + batch] for i in range(0, len(inputs), batch)]
-    runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in seeds for c in chunks]
+    runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in seeds for c in _chunks(inputs, batch)]
     T = workload.steps
     out: dict[str, list] = {}
     if "bac" in methods:

@@ -22,7 +22,7 @@ from typing import Sequence
 from ..adapters import find_model
 from ..config import CacheConfig, config_classes
 from ..recipe import save_recipe
-from .runner import applied, compare, environment, quality, run_pass
+from .runner import _chunks, applied, compare, environment, quality, run_pass
 from .workloads import Workload
 
 SEARCH_SPACES: dict[str, dict[str, list]] = {
@@ -67,9 +67,8 @@ def calibrated_candidates(workload: Workload, methods: Sequence[str], inputs: Se
         return []
     from ..calibration import plan_erta, record_stack
 
-    chunks = [inputs[i:i + batch_size] for i in range(0, len(inputs), batch_size)]
     recs, fingerprint = record_stack(workload.target, [(lambda c=c, s=s: workload.generate(c, s))
-                                                       for s in seeds for c in chunks])
+                                                       for s in seeds for c in _chunks(list(inputs), batch_size)])
     return [plan_erta(recs, fingerprint, fraction=f).config for f in SEARCH_SPACES["ertacache"]["fraction"]]
 
 

@@ -253,14 +253,14 @@ class Session:
     def _reused_unit(self, call: Any, branch: Any, u: int) -> Any:
         """A unit's output on a reuse step: the cached output, or its forecast."""
         latest = branch.residuals[u][1]
-        hist = [h for _, h in branch.history.get(u, ())]
-        if not isinstance(latest, torch.Tensor) or len(hist) < 1:
+        hist = branch.history.get(u, ())   # (step, (input-shape key, output)), newest first
+        if not isinstance(latest, torch.Tensor) or not hist:
             return latest
         ctx = UnitContext(call.step, self.gen.num_steps, u, call.branch, call.leader, {}, branch.scratch)
-        weights = self.method.reuse_weights(ctx, tuple(s for s, _ in branch.history[u]))
+        weights = self.method.reuse_weights(ctx, tuple(s for s, _ in hist))
         if tuple(weights) == (1.0,):
             return latest
-        terms = [h[1] for h in hist[:len(weights)]]
+        terms = [out for _, (_, out) in hist[:len(weights)]]
         # sum_i w_i H_i written as H_0 + (w_0 - 1) H_0 + sum_{i>0} w_i H_i: the fused reuse form
         return reuse(latest, terms, [weights[0] - 1.0, *weights[1:]])
 

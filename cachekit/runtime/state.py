@@ -35,15 +35,10 @@ class BranchState:
         self.history[k] = [(step, payload), *old][:depth]
 
     def cached_bytes(self) -> int:
-        """Bytes held by the cached tensors of this branch (each tensor counted once)."""
-        seen: dict[int, int] = {}
-        for entries in self.history.values():
-            for _, payload in entries:
-                for t in _tensors(payload):
-                    seen[id(t)] = t.numel() * t.element_size()
-        for payload in self.residuals.values():
-            for t in _tensors(payload):
-                seen[id(t)] = t.numel() * t.element_size()
+        """Bytes held by the cached tensors of this branch. Every cached payload, the newest
+        (``residuals[k]``) included, is in ``history``; each tensor is counted once."""
+        seen = {id(t): t.numel() * t.element_size()
+                for entries in self.history.values() for _, payload in entries for t in _tensors(payload)}
         return sum(seen.values())
 
 
