@@ -1,4 +1,17 @@
-"""Reference models shipped with cachekit (trained here, weights in ``assets/``).
+"""Reference models shipped with cachekit (trained here, weights in ``assets/``): their loaders and judges.
+
+Modules:
+
+* :mod:`~cachekit.reference.digits` -- the class-conditional digits DiT (served lazily from here);
+* :mod:`~cachekit.reference.video` -- the moving-digits Wan video model, with its condition
+  vocabulary in :mod:`~cachekit.reference.video_conditions`;
+* :mod:`~cachekit.reference.policy` -- the reference diffusion policy;
+* :mod:`~cachekit.reference.judges` -- how the digits and video outputs are scored (classifiers);
+* :mod:`~cachekit.reference.pointmass` -- the policy's point-mass task and closed-loop evaluation;
+* :mod:`~cachekit.reference.weights` -- checked safetensors / config loading shared by the loaders.
+
+The scripts that train these models and evaluate them from the command line are not part of the
+package: they live in the top-level ``reference/`` folder of the repository (see its README).
 
 Importing this package is lean: diffusers is imported only when a model is actually loaded.
 

@@ -2,7 +2,7 @@
 
 What it is
     A stock :class:`diffusers.WanTransformer3DModel` (``patch_size=(3, 2, 2)``,
-    ``qk_norm="rms_norm_across_heads"``) trained here (``cachekit.reference.train_video``) on clips of
+    ``qk_norm="rms_norm_across_heads"``) trained here (``reference/train_video.py``) on clips of
     9 frames of 16x16x1 pixels in which one of four scikit-learn 8x8 digits (the *content*: zero,
     one, four, seven) moves by one pixel per frame in one of four *directions* (up, down, left,
     right) across the canvas. It runs through :class:`MovingDigitsWanPipeline`, a thin subclass of
@@ -15,8 +15,9 @@ What it is
       so the pipeline's "latents" ARE the frames (values in ``[-1, 1]``, shape ``(N, 1, F, H, W)``);
     * the condition is given as ``prompt_embeds`` / ``negative_prompt_embeds`` built from a learned
       embedding table (:class:`ConditionEmbedding`, shipped with the weights) by
-      :func:`video_prompt_embeds`; the negative embedding is the learned null condition (trained with
-      10% condition dropout);
+      :func:`video_prompt_embeds` (both defined, with the condition vocabulary, in
+      :mod:`cachekit.reference.video_conditions` and re-exported here); the negative embedding is
+      the learned null condition (trained with 10% condition dropout);
     * ``output_type`` ``"pt"`` / ``"np"`` decode the frames to ``[0, 1]`` (``"latent"`` returns the raw
       ``[-1, 1]`` latents exactly like the stock pipeline).
 
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,8 +49,13 @@ from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 from diffusers.video_processor import VideoProcessor
 
 from .digits import ReferenceWeightsError as _BaseWeightsError  # one error type for all reference models
+# The condition vocabulary and embedding table live in video_conditions (torch only); re-exported here.
+from .video_conditions import (CONTENT_DIGITS, CONTENT_NAMES, DEFAULT_CONDITIONS, DIRECTION_NAMES,
+                               DIRECTION_VECTORS, TEXT_DIM, ConditionEmbedding, video_prompt_embeds)
+from .video_conditions import NUM_CONDITION_TOKENS  # noqa: F401  (re-exported, not used here)
 from .weights import (CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files,
-                      scheduler_from_config, sha256_file)
+                      scheduler_from_config)
+from .weights import sha256_file  # noqa: F401  (re-exported: cachekit.reference.video.sha256_file)
 
 __all__ = [
     "MovingDigitsWanPipeline",
@@ -77,24 +83,6 @@ __all__ = [
 _LABEL = "video reference model"
 ASSET_DIR = "moving_digits_wan"
 FORMAT = "cachekit-moving-digits-wan/1"
-
-#: What moves: names of the content classes, and the scikit-learn digit each one is.
-CONTENT_NAMES: list[str] = ["zero", "one", "four", "seven"]
-CONTENT_DIGITS: list[int] = [0, 1, 4, 7]
-#: Which way it moves, and the per-frame displacement (dy, dx) in pixels (rows grow downwards).
-DIRECTION_NAMES: list[str] = ["up", "down", "left", "right"]
-DIRECTION_VECTORS: list[tuple[int, int]] = [(-1, 0), (1, 0), (0, -1), (0, 1)]
-
-#: Default batch: 8 clips, every content twice and every direction twice (16 transformer rows per
-#: denoising step with CFG, as two separate forwards of 8).
-DEFAULT_CONDITIONS: list[tuple[str, str]] = [
-    ("zero", "up"), ("one", "down"), ("four", "left"), ("seven", "right"),
-    ("zero", "left"), ("one", "right"), ("four", "up"), ("seven", "down"),
-]
-
-#: Condition embedding: 2 tokens per clip ([content, direction]) of this width.
-TEXT_DIM = 32
-NUM_CONDITION_TOKENS = 2
 
 #: Architecture (kwargs of WanTransformer3DModel): width 96 (3 heads x 32), 8 blocks, FFN 256;
 #: patch (3, 2, 2) on 9x16x16x1 clips -> 3 * 8 * 8 = 192 tokens per clip. Why a temporal patch of
@@ -141,40 +129,6 @@ DEFAULT_SAMPLING: dict[str, Any] = {
 
 class VideoWeightsError(_BaseWeightsError):
     """The video reference model's weight or config file is missing, corrupted or does not match."""
-
-
-# --------------------------------------------------------------------------------------------
-# Condition embedding table
-# --------------------------------------------------------------------------------------------
-class ConditionEmbedding(nn.Module):
-    """Learned "text encoder": (content, direction) -> 2 tokens of width ``text_dim``.
-
-    Rows ``0..C-1`` are the contents, ``C..C+D-1`` the directions, ``C+D`` and ``C+D+1`` the two
-    tokens of the null (unconditional) condition used as ``negative_prompt_embeds``.
-    """
-
-    def __init__(self, num_contents: int = len(CONTENT_NAMES), num_directions: int = len(DIRECTION_NAMES),
-                 text_dim: int = TEXT_DIM):
-        super().__init__()
-        self.num_contents = num_contents
-        self.num_directions = num_directions
-        self.weight = nn.Parameter(torch.randn(num_contents + num_directions + 2, text_dim))
-
-    def forward(self, contents: torch.Tensor, directions: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B,)`` content and direction indices -> ``(B, 2, text_dim)``; ``drop`` (bool ``(B,)``)
-        replaces a row's condition by the null condition."""
-        c_idx = contents.long()
-        d_idx = directions.long() + self.num_contents
-        if drop is not None:
-            null = self.num_contents + self.num_directions
-            c_idx = torch.where(drop, torch.full_like(c_idx, null), c_idx)
-            d_idx = torch.where(drop, torch.full_like(d_idx, null + 1), d_idx)
-        return torch.stack([self.weight[c_idx], self.weight[d_idx]], dim=1)
-
-    def null(self, batch_size: int) -> torch.Tensor:
-        """``(B, 2, text_dim)`` null condition (the negative prompt embedding for CFG)."""
-        null = self.num_contents + self.num_directions
-        return self.weight[null:null + 2].unsqueeze(0).expand(batch_size, -1, -1).clone()
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,51 +267,6 @@ def frames_from_output(latents: torch.Tensor) -> torch.Tensor:
     if latents.ndim != 5:
         raise ValueError(f"expected latents of shape (N, C, F, H, W), got {tuple(latents.shape)}")
     return (latents.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).contiguous()
-
-
-def _index(value, names: Sequence[str], what: str) -> int:
-    if isinstance(value, str):
-        key = value.strip().lower()
-        if key in names:
-            return names.index(key)
-        if what == "content" and key.isdigit() and int(key) in CONTENT_DIGITS:
-            return CONTENT_DIGITS.index(int(key))
-        raise ValueError(f"unknown {what} {value!r}; expected one of {list(names)}")
-    i = int(value)
-    if not 0 <= i < len(names):
-        raise ValueError(f"{what} index {i} out of range [0, {len(names) - 1}]")
-    return i
-
-
-def video_prompt_embeds(
-    pipe: MovingDigitsWanPipeline,
-    contents: Sequence[str | int],
-    directions: Sequence[str | int],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(prompt_embeds, negative_prompt_embeds)``, each ``(N, 2, 32)``, for the pipeline.
-
-    ``contents``: names from :data:`CONTENT_NAMES` (``"zero"``, ``"one"``, ``"four"``, ``"seven"``;
-    the digit strings ``"0"``, ``"1"``, ``"4"``, ``"7"`` work too) or indices into it.
-    ``directions``: names from :data:`DIRECTION_NAMES` (``"up"``, ``"down"``, ``"left"``,
-    ``"right"``) or indices. A single string is broadcast to the other list's length.
-    The negative embedding is the learned null condition, repeated N times.
-    """
-    if isinstance(contents, (str, int)):
-        contents = [contents] * (1 if isinstance(directions, (str, int)) else len(directions))
-    if isinstance(directions, (str, int)):
-        directions = [directions] * len(contents)
-    if len(contents) != len(directions):
-        raise ValueError(f"got {len(contents)} contents but {len(directions)} directions")
-    table = pipe.condition_embedding if isinstance(pipe, MovingDigitsWanPipeline) else pipe
-    if table is None:
-        raise ValueError("the pipeline has no condition embedding table attached")
-    c = torch.tensor([_index(v, CONTENT_NAMES, "content") for v in contents], dtype=torch.long)
-    d = torch.tensor([_index(v, DIRECTION_NAMES, "direction") for v in directions], dtype=torch.long)
-    with torch.no_grad():
-        device = table.weight.device
-        pe = table(c.to(device), d.to(device))
-        npe = table.null(len(c))
-    return pe, npe
 
 
 # --------------------------------------------------------------------------------------------

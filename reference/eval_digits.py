@@ -1,6 +1,6 @@
 """Quality and speed check of the digits reference DiT.
 
-    python -m cachekit.reference.eval_digits [--json PATH]
+    python reference/eval_digits.py [--json PATH]
 
 1. Trains a classifier on the REAL 8x8 digits (scikit-learn SVC, RBF kernel, on a stratified 80/20
    split, seed 0) and prints its own held-out accuracy.
@@ -11,6 +11,9 @@
    class (overall and per class).
 4. Times one transformer forward at the default batch (20 labels -> 40 rows with CFG, a mid
    timestep, no grad, float32): median of ``--repeats`` after 3 warm-up calls.
+
+The classifier is :func:`cachekit.reference.judges.train_classifier` (the toolkit's class-recognition
+metric uses the same one).
 """
 
 from __future__ import annotations
@@ -24,18 +27,7 @@ import time
 import numpy as np
 import torch
 
-
-def train_classifier(seed: int = 0):
-    """SVC on the real digits, pixels scaled to [0, 1]. Returns (classifier, held-out accuracy)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.svm import SVC
-
-    d = load_digits()
-    x = d.data / 16.0
-    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, stratify=d.target, random_state=seed)
-    clf = SVC(kernel="rbf", C=10.0, gamma="scale").fit(xtr, ytr)
-    return clf, float((clf.predict(xte) == yte).mean())
+from cachekit.reference.judges import train_classifier
 
 
 def time_forward(pipe, labels_per_call: int = 20, repeats: int = 20, guidance: bool = True) -> dict:
@@ -72,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     torch.set_flush_denormal(True)
-    from .digits import load_digits_pipeline
+    from cachekit.reference.digits import load_digits_pipeline
 
     clf, clf_acc = train_classifier()
     print(f"classifier: SVC(rbf, C=10) on real digits, held-out accuracy {clf_acc:.4f} (stratified 80/20 split, seed 0)")

@@ -1,6 +1,6 @@
 """Train the moving-digits video reference model (a pixel-space WanTransformer3DModel).
 
-    python -m cachekit.reference.train_video --out assets/moving_digits_wan
+    python reference/train_video.py --out assets/moving_digits_wan
 
 (The defaults are the shipped model's settings: 8000 steps of batch 32, peak lr 1e-3, a 55-minute
 budget that stops the run first, 2 threads; see the model card.)
@@ -35,23 +35,23 @@ import time
 import numpy as np
 import torch
 
-from .video import (
-    CONTENT_DIGITS,
-    CONTENT_NAMES,
+from cachekit.reference.video import (
     DEFAULT_SAMPLING,
     DEFAULT_SCHEDULER_CONFIG,
     DEFAULT_TRANSFORMER_CONFIG,
+    FORMAT,
+    build_transformer,
+)
+from cachekit.reference.video_conditions import (
+    CONTENT_DIGITS,
+    CONTENT_NAMES,
     DIRECTION_NAMES,
     DIRECTION_VECTORS,
-    FORMAT,
     NUM_CONDITION_TOKENS,
     TEXT_DIM,
-    WEIGHTS_NAME,
-    CONFIG_NAME,
     ConditionEmbedding,
-    build_transformer,
-    sha256_file,
 )
+from cachekit.reference.weights import CONFIG_NAME, WEIGHTS_NAME, sha256_file
 
 NUM_FRAMES = 9
 CANVAS = 16
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _meta(args, step, loss_avg, t0, n_params, history, final) -> dict:
     return {
-        "command": "python -m cachekit.reference.train_video " + " ".join(sys.argv[1:]),
+        "command": "python reference/train_video.py " + " ".join(sys.argv[1:]),
         "args": vars(args),
         "steps_done": step,
         "final": final,

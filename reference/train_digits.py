@@ -1,6 +1,6 @@
 """Train the digits reference DiT on scikit-learn's 8x8 digits (CPU, offline).
 
-    python -m cachekit.reference.train_digits --out assets/digits_dit
+    python reference/train_digits.py --out assets/digits_dit
 
 Deterministic given ``--seed`` and the thread count: one seeded ``torch.Generator`` drives the epoch
 permutations, timesteps, noise and the 10% class dropout (done here, not by diffusers' unseeded
@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from .digits import (
+from cachekit.reference.digits import (
     CONFIG_NAME,
     DEFAULT_SAMPLING,
     DEFAULT_SCHEDULER_CONFIG,
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99))
 
-    cmd = "python -m cachekit.reference.train_digits " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python reference/train_digits.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"params {n_params} ({n_params / 1e6:.2f}M), data {n} images, steps {args.steps} x batch {args.batch_size}, "
           f"threads {torch.get_num_threads()}", flush=True)
 

@@ -1,7 +1,7 @@
 """Seeded data collection (scripted expert) + training of the reference diffusion policy.
 
-    python -m cachekit.reference.train_policy --task pointmass --out assets/pointmass_policy   # shipped
-    SDL_VIDEODRIVER=dummy python -m cachekit.reference.train_policy --task pusht --out OUT      # see card
+    python reference/train_policy.py --task pointmass --out assets/pointmass_policy   # shipped
+    SDL_VIDEODRIVER=dummy python reference/train_policy.py --task pusht --out OUT      # see card
 
 Point mass (:class:`PointMassExpert`): go around the obstacle on a randomly drawn side, then to the goal.
 
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from cachekit.reference.eval_policy import MAX_STEPS, TASKS, PointMassEnv, make_env, make_task_env
+from cachekit.reference.pointmass import MAX_STEPS, TASKS, PointMassEnv, make_env, make_task_env
 from cachekit.reference.policy import DiffusionPolicy, PolicyConfig
 
 # T outline in the block's local frame (union of the two boxes of gym-pusht's add_tee, scale 30).
@@ -292,7 +292,7 @@ def main(argv=None):
     np.random.seed(args.seed)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     log = lambda *a: print(*a, flush=True)  # noqa: E731
-    command = "python -m cachekit.reference.train_policy " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python reference/train_policy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     log(command)
 
     if args.demos_cache and os.path.exists(args.demos_cache):
@@ -360,7 +360,7 @@ def main(argv=None):
                 "goal_pose": [256.0, 256.0, math.pi / 4], "action": "absolute agent target (x, y) in [0, 512]"})
         else:
             extra.update({
-                "task_name": "pointmass", "env": "cachekit.reference.eval_policy.PointMassEnv",
+                "task_name": "pointmass", "env": "cachekit.reference.pointmass.PointMassEnv",
                 "max_episode_steps": TASKS["pointmass"][0], "obs": "[x, y, goal_x, goal_y]",
                 "action": "absolute target (x, y) in [0, 1]; moves at most 0.04 per step",
                 "success": "within 0.04 of the goal without touching the obstacle"})

@@ -1,9 +1,10 @@
 """Quality evaluation of the moving-digits video reference model.
 
-    python -m cachekit.reference.eval_video [--json PATH] [--num-clips 48] [--grid PNG]
+    python reference/eval_video.py [--json PATH] [--num-clips 48] [--grid PNG]
 
 Generates clips balanced over the 16 (content, direction) conditions with the shipped pipeline
-(default 50 steps, the shipped guidance scale, seeded) and scores them with :func:`score_clips`:
+(default 50 steps, the shipped guidance scale, seeded) and scores them with
+:func:`cachekit.reference.judges.score_clips`:
 
 * content: in every frame the 8x8 window centred on the ink centroid is cropped and classified by
   an RBF SVM trained on all 1797 real scikit-learn 8x8 digits, re-centred the same way (10
@@ -17,9 +18,9 @@ It also times the transformer forward at the default batch (8 clips = 8 rows; wi
 denoising step runs two such forwards, cond and uncond). ``--real`` scores real rendered clips
 (the digits held out from training) instead, as a check of the scorer itself.
 
-:func:`score_clips` is importable, e.g. to score the output of a cached pipeline in a report::
+The scorer is importable, e.g. to score the output of a cached pipeline in a report::
 
-    from cachekit.reference.eval_video import score_clips
+    from cachekit.reference.judges import score_clips
     result = score_clips(frames, contents, directions)   # frames (N, F, 1, H, W) in [0, 1]
     result["both_accuracy"], result["content_accuracy"], result["direction_accuracy"]
 """
@@ -27,168 +28,20 @@ denoising step runs two such forwards, cond and uncond). ``--real`` scores real 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import statistics
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-INK_THRESHOLD = 0.25
-MIN_DISPLACEMENT = 3.0
-SPRITE = 8
-
-
-@functools.lru_cache(maxsize=1)
-def digit_classifier():
-    """RBF SVM (with probabilities) on all real scikit-learn 8x8 digits scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
-    from sklearn.svm import SVC
-
-    d = load_digits()
-    # Same preprocessing as at test time: paste each digit on a 16x16 canvas and take the
-    # centroid-centred crop (so the classifier sees digits re-centred on their ink centroid).
-    canvas = np.zeros((len(d.images), 16, 16), dtype=np.float32)
-    canvas[:, 4:12, 4:12] = d.images / 16.0
-    crops = np.stack([_crop_frame(c) for c in canvas])
-    clf = SVC(C=10.0, gamma="scale", probability=True, random_state=0)
-    clf.fit(crops, d.target)
-    return clf
-
-
-def _as_frames(frames) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(frames, torch.Tensor):
-            frames = frames.detach().cpu().float().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    x = np.asarray(frames, dtype=np.float32)
-    if x.ndim == 5:
-        if x.shape[2] == 1:
-            x = x[:, :, 0]
-        elif x.shape[-1] == 1:
-            x = x[..., 0]
-        else:
-            raise ValueError(f"expected one channel, got frames of shape {x.shape}")
-    if x.ndim != 4:
-        raise ValueError(f"expected frames (N, F, 1, H, W) or (N, F, H, W), got {x.shape}")
-    return x
-
-
-def _label_index(values, names: Sequence[str], digits: Sequence[int] | None = None) -> list[int]:
-    out = []
-    for v in values:
-        if isinstance(v, str):
-            k = v.strip().lower()
-            if k in names:
-                out.append(list(names).index(k))
-            elif digits is not None and k.isdigit() and int(k) in digits:
-                out.append(list(digits).index(int(k)))
-            else:
-                raise ValueError(f"unknown label {v!r}; expected one of {list(names)}")
-        else:
-            out.append(int(v))
-    return out
-
-
-def predict_direction(clip: np.ndarray) -> tuple[int, tuple[float, float]]:
-    """Direction index (into ``DIRECTION_NAMES``; -1 = no clear motion) and fitted (dy, dx)."""
-    f, h, w = clip.shape
-    ink = np.clip(clip - INK_THRESHOLD, 0, None)
-    mass = ink.sum(axis=(1, 2))
-    ok = mass > 1e-3
-    if ok.sum() < 2:
-        return -1, (0.0, 0.0)
-    ys, xs = np.mgrid[0:h, 0:w]
-    cy = (ink * ys).sum(axis=(1, 2))[ok] / mass[ok]
-    cx = (ink * xs).sum(axis=(1, 2))[ok] / mass[ok]
-    t = np.arange(f, dtype=np.float64)[ok]
-    dy = np.polyfit(t, cy, 1)[0] * (f - 1)
-    dx = np.polyfit(t, cx, 1)[0] * (f - 1)
-    if max(abs(dy), abs(dx)) < MIN_DISPLACEMENT:
-        return -1, (float(dy), float(dx))
-    if abs(dy) >= abs(dx):
-        return (1 if dy > 0 else 0), (float(dy), float(dx))  # down / up
-    return (3 if dx > 0 else 2), (float(dy), float(dx))      # right / left
-
-
-def _crop_frame(frame: np.ndarray) -> np.ndarray:
-    """The 8x8 window centred (to the nearest pixel) on the frame's ink centroid, flattened."""
-    h, w = frame.shape
-    ink = np.clip(frame - INK_THRESHOLD, 0, None)
-    m = ink.sum()
-    if m <= 1e-6:
-        cy, cx = (h - 1) / 2, (w - 1) / 2
-    else:
-        ys, xs = np.mgrid[0:h, 0:w]
-        cy, cx = (ink * ys).sum() / m, (ink * xs).sum() / m
-    r = int(np.clip(np.rint(cy - (SPRITE - 1) / 2), 0, h - SPRITE))
-    q = int(np.clip(np.rint(cx - (SPRITE - 1) / 2), 0, w - SPRITE))
-    return frame[r:r + SPRITE, q:q + SPRITE].reshape(-1)
-
-
-def _crops(clip: np.ndarray) -> np.ndarray:
-    """Per frame, the centroid-centred 8x8 crop -> (F, 64)."""
-    return np.stack([_crop_frame(fr) for fr in clip]).astype(np.float32)
-
-
-def predict_digits(frames) -> np.ndarray:
-    """Predicted digit (0..9) of each clip: classifier log-probabilities summed over frames."""
-    x = _as_frames(frames)
-    clf = digit_classifier()
-    n, f = x.shape[:2]
-    crops = np.concatenate([_crops(c) for c in x]) if n else np.zeros((0, 64), np.float32)
-    logp = np.log(clf.predict_proba(np.clip(crops, 0, 1)) + 1e-9).reshape(n, f, -1).sum(1)
-    return clf.classes_[logp.argmax(1)]
-
-
-def score_clips(frames, contents: Sequence[str | int], directions: Sequence[str | int]) -> dict[str, Any]:
-    """Score generated clips against the requested (content, direction) labels.
-
-    ``frames``: ``(N, F, 1, H, W)`` (or ``(N, F, H, W)`` / ``(N, F, H, W, 1)``) in ``[0, 1]``,
-    torch or numpy. ``contents``: names (``"zero"``...) or indices into ``CONTENT_NAMES``;
-    ``directions``: names (``"up"``...) or indices into ``DIRECTION_NAMES``.
-    Returns ``content_accuracy``, ``direction_accuracy``, ``both_accuracy`` (fractions), ``n``,
-    per-condition both-correct rates and per-clip predictions.
-    """
-    from .video import CONTENT_DIGITS, CONTENT_NAMES, DIRECTION_NAMES
-
-    x = _as_frames(frames)
-    c_idx = _label_index(contents, CONTENT_NAMES, CONTENT_DIGITS)
-    d_idx = _label_index(directions, DIRECTION_NAMES)
-    if not (len(x) == len(c_idx) == len(d_idx)):
-        raise ValueError(f"{len(x)} clips but {len(c_idx)} contents and {len(d_idx)} directions")
-    digits = predict_digits(x)
-    dirs = [predict_direction(clip) for clip in x]
-    content_ok = np.array([int(digits[i]) == CONTENT_DIGITS[c] for i, c in enumerate(c_idx)], dtype=bool)
-    direction_ok = np.array([dirs[i][0] == d for i, d in enumerate(d_idx)], dtype=bool)
-    both = content_ok & direction_ok
-    per_condition: dict[str, list[int]] = {}
-    for i, (c, d) in enumerate(zip(c_idx, d_idx)):
-        per_condition.setdefault(f"{CONTENT_NAMES[c]}/{DIRECTION_NAMES[d]}", []).append(int(both[i]))
-    n = len(x)
-    return {
-        "n": n,
-        "content_accuracy": float(content_ok.mean()) if n else float("nan"),
-        "direction_accuracy": float(direction_ok.mean()) if n else float("nan"),
-        "both_accuracy": float(both.mean()) if n else float("nan"),
-        "per_condition_both": {k: sum(v) / len(v) for k, v in sorted(per_condition.items())},
-        "clips": [
-            {"content": CONTENT_NAMES[c], "direction": DIRECTION_NAMES[d], "pred_digit": int(digits[i]),
-             "pred_direction": DIRECTION_NAMES[dirs[i][0]] if dirs[i][0] >= 0 else "none",
-             "displacement_yx": [round(dirs[i][1][0], 2), round(dirs[i][1][1], 2)]}
-            for i, (c, d) in enumerate(zip(c_idx, d_idx))
-        ],
-    }
+from cachekit.reference.judges import _as_frames, score_clips
 
 
 def balanced_conditions(num_clips: int) -> tuple[list[str], list[str]]:
     """``num_clips`` (content, direction) pairs cycling over all 16 conditions."""
-    from .video import CONTENT_NAMES, DIRECTION_NAMES
+    from cachekit.reference.video_conditions import CONTENT_NAMES, DIRECTION_NAMES
 
     pairs = [(c, d) for d in DIRECTION_NAMES for c in CONTENT_NAMES]
     chosen = [pairs[i % len(pairs)] for i in range(num_clips)]
@@ -199,7 +52,7 @@ def time_transformer_forward(pipe, batch: int = 8, repeats: int = 20, warmup: in
     """Median wall time of one transformer forward on ``batch`` clips (no grad), in ms."""
     import torch
 
-    from .video import DEFAULT_CONDITIONS, video_prompt_embeds
+    from cachekit.reference.video_conditions import DEFAULT_CONDITIONS, video_prompt_embeds
 
     tr = pipe.transformer
     cfg_d = {"num_frames": 9, "height": 16, "width": 16}
@@ -265,18 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     contents, directions = balanced_conditions(args.num_clips)
-    result: dict[str, Any] = {"command": "python -m cachekit.reference.eval_video " + " ".join(argv or __import__("sys").argv[1:])}
+    result: dict[str, Any] = {"command": "python reference/eval_video.py " + " ".join(argv or __import__("sys").argv[1:])}
     t0 = time.time()
     if args.real:
-        from .train_video import digit_bank, render_clips
-        from .video import CONTENT_NAMES, DIRECTION_NAMES
+        from train_video import digit_bank, render_clips
+
+        from cachekit.reference.video_conditions import CONTENT_NAMES, DIRECTION_NAMES
 
         rng = np.random.default_rng(args.seed)
         frames = render_clips(rng, digit_bank("test"), np.array([CONTENT_NAMES.index(c) for c in contents]),
                               np.array([DIRECTION_NAMES.index(d) for d in directions]))[:, :, None]
         result["source"] = "real clips (held-out digits)"
     else:
-        from .video import load_video_pipeline, video_prompt_embeds
+        from cachekit.reference.video import load_video_pipeline, video_prompt_embeds
 
         pipe = load_video_pipeline(args.model)
         pipe.set_progress_bar_config(disable=True)
