@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cachekit.methods.base import UnitContext
+from cachekit.methods.base import SegmentContext, SegmentOutput
 from cachekit.methods.easycache import EasyCache, EasyCacheConfig, easycache_compute, transformation_rate
 from cachekit.methods.fixed_interval import fixed_interval_compute
 
@@ -63,11 +63,11 @@ def test_easycache_method_tracks_rate_from_computed_steps():
     vs = [torch.full((4,), float(v)) for v in (0, 2, 6, 8)]   # v = 2x: k = 2
     decisions = []
     for step, (x, v) in enumerate(zip(xs, vs)):
-        ctx = UnitContext(step, 10, 0, 0, True, {"hidden_states": x}, state)
+        ctx = SegmentContext(step, 10, 0, 0, True, state, {"hidden_states": x})
         compute = m.decide(ctx)
         decisions.append(compute)
         if compute:
-            m.observe(ctx, {"hidden_states": v})
+            m.observe(ctx, SegmentOutput({"hidden_states": v}, {"hidden_states": v - x}))
     assert state["k"] == pytest.approx(2.0)
     # step 2: eps = k * |x2 - x1| / |v1| = 2 * 2 / 2 = 2 < 10 -> reuse; step 3: 2 + 2*1/2 = 3 -> reuse
     assert decisions == [True, True, False, False]

@@ -23,7 +23,7 @@ No autograd formula is registered: caching runs under ``torch.no_grad`` / infere
 import functools
 import os
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -72,9 +72,10 @@ def _kernels_for(backend: str, tensors: Sequence[torch.Tensor]) -> Optional[Modu
 
 
 # ---- custom ops: real implementations dispatch, fake ones give shapes for torch.compile ----------
+# typing.List / Tuple in the op signatures: torch 2.4's schema inference does not take list[...]
 
 @torch.library.custom_op("cachekit::reuse", mutates_args=())
-def _reuse_op(x: torch.Tensor, terms: list[torch.Tensor], weights: list[float], backend: str) -> torch.Tensor:
+def _reuse_op(x: torch.Tensor, terms: List[torch.Tensor], weights: List[float], backend: str) -> torch.Tensor:
     kernels = _kernels_for(backend, [x, *terms]) if len(terms) <= _MAX_TERMS else None
     if kernels is None:
         return reuse_reference(x, terms, weights).contiguous()
@@ -87,7 +88,7 @@ def _(x, terms, weights, backend):
 
 
 @torch.library.custom_op("cachekit::reuse_", mutates_args=("x",))
-def _reuse_inplace_op(x: torch.Tensor, terms: list[torch.Tensor], weights: list[float], backend: str) -> None:
+def _reuse_inplace_op(x: torch.Tensor, terms: List[torch.Tensor], weights: List[float], backend: str) -> None:
     kernels = _kernels_for(backend, [x, *terms]) if len(terms) <= _MAX_TERMS else None
     if kernels is None:
         reuse_reference(x, terms, weights, inplace=True)
@@ -113,7 +114,7 @@ def _(a, b, backend):
 
 @torch.library.custom_op("cachekit::residual_with_stats", mutates_args=())
 def _residual_with_stats_op(out: torch.Tensor, inp: torch.Tensor, ref: Optional[torch.Tensor],
-                            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                            backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
     kernels = _kernels_for(backend, [out, inp] + ([] if ref is None else [ref]))
     # The kernel writes r in out's dtype; mixed out/inp dtypes would promote in torch, so: reference.
     if kernels is None or inp.dtype != out.dtype:

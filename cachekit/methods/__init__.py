@@ -1,11 +1,11 @@
 """Cache methods, one file each; importing this package registers them by config class."""
 
 from .bac import BAC, BACConfig
-from .base import CacheMethod, UnitContext
+from .base import CacheMethod, SegmentContext, SegmentOutput, StepContext
 from .block_drift import BlockDrift, BlockDriftConfig
 from .easycache import EasyCache, EasyCacheConfig
 from .ertacache import ERTACache, ERTACacheConfig
 from .fixed_interval import FixedInterval, FixedIntervalConfig
 
-__all__ = ["BAC", "BACConfig", "BlockDrift", "BlockDriftConfig", "CacheMethod", "UnitContext", "EasyCache", "EasyCacheConfig", "ERTACache", "ERTACacheConfig", "FixedInterval",
+__all__ = ["BAC", "BACConfig", "BlockDrift", "BlockDriftConfig", "CacheMethod", "SegmentContext", "SegmentOutput", "StepContext", "EasyCache", "EasyCacheConfig", "ERTACache", "ERTACacheConfig", "FixedInterval",
            "FixedIntervalConfig"]

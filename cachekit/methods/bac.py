@@ -2,8 +2,8 @@
 
 Units are sub-blocks (self-attention, cross-attention, FFN); on a reuse step a unit returns the
 output it produced at its last update step, and the block adds it to the residual stream as usual.
-The plan comes from ``cachekit calibrate`` (``cachekit.calibration``): the Adaptive Caching
-Scheduler per unit plus Bubbling Union (rules in ``bac_schedule.py``). A plan holds for the model
+The plan comes from ``cachekit calibrate`` (``cachekit.record`` then ``cachekit.planning.plan_bac``):
+the Adaptive Caching Scheduler per unit plus Bubbling Union. A plan holds for the model
 and the number of steps it was calibrated on; anything else is refused.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import CacheConfig, ConfigError, register_method, spec
-from .base import CacheMethod, UnitContext
+from .base import CacheMethod, StepContext
 
 
 @dataclass(frozen=True)
@@ -84,5 +84,5 @@ class BAC(CacheMethod):
             raise ConfigError(f"BAC plan was calibrated for {self.num_steps} steps; this generation has "
                               f"{num_steps}: calibrate for {num_steps} steps")
 
-    def decide(self, ctx: UnitContext) -> bool:
-        return ctx.step in self._steps[ctx.segment]
+    def decide(self, ctx: StepContext) -> bool:
+        return ctx.step in self._steps[ctx.index]

@@ -1,13 +1,20 @@
 """What a cache method sees and must answer.
 
 The runtime (``cachekit.runtime``) owns the hooks, the step/branch bookkeeping and the cached
-residuals; a method only answers *when*: for each segment of blocks at each model call, compute or
-reuse. Methods never touch modules, so they are tested with plain tensors.
+tensors; a method only answers *when*: at each decision point of a model call, compute or reuse.
+Methods never touch modules, so they are tested with plain tensors.
+
+Two granularities, one decision interface:
+- ``granularity = "block"``: the block stack is cut into segments (``segments``); the first block of
+  a segment asks ``decide(ctx)`` with a ``SegmentContext`` (its input streams included); after a
+  computed segment the method may learn from it in ``observe``.
+- ``granularity = "unit"``: each sub-block unit (self-attention, cross-attention, FFN) asks
+  ``decide(ctx)`` with a ``StepContext``; after a computed unit, ``observe_unit``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Hashable
 
 import torch
@@ -16,56 +23,86 @@ Segments = tuple[tuple[int, int], ...]  # half-open block ranges [start, end) co
 
 
 @dataclass
-class UnitContext:
-    """One decision point: a segment of blocks in one model call.
+class StepContext:
+    """One decision point: a segment of blocks, or a sub-block unit, in one model call.
 
     Attributes:
         step: denoising step of this generation, 0 = first (noisiest).
         num_steps: steps in this generation when the pipeline or ``cachekit.reset`` told us, else None.
-        segment: index into ``CacheMethod.segments(...)``.
+        index: the segment (index into ``CacheMethod.segments(...)``) or the unit (index into the
+            plan's columns) being decided.
         branch: CFG branch key ("cond"/"uncond" from diffusers' ``cache_context``, else the call's
             position within the step: 0, 1, ...).
         leader: True for the first model call of the step; followers copy its decision.
-        inputs: the segment's input streams, e.g. {"hidden_states": x, "encoder_hidden_states": c}.
         state: scratch dict of this method for this branch, emptied at every new generation.
     """
 
     step: int
     num_steps: int | None
-    segment: int
+    index: int
     branch: Hashable
     leader: bool
-    inputs: dict[str, torch.Tensor | None]
-    state: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def main_stream(self) -> str:
-        """Name of the first (main) stream: "hidden_states" in diffusers, "tgt" in torch layers."""
-        return next(iter(self.inputs))
+    state: dict[str, Any]
 
     @property
     def is_last_step(self) -> bool:
         return self.num_steps is not None and self.step >= self.num_steps - 1
 
 
+@dataclass
+class SegmentContext(StepContext):
+    """A decision point of the segment path: a ``StepContext`` plus the segment's input streams.
+
+    Attributes:
+        inputs: the segment's input streams, e.g. {"hidden_states": x, "encoder_hidden_states": c}.
+    """
+
+    inputs: dict[str, torch.Tensor | None]
+
+    @property
+    def main_stream(self) -> str:
+        """Name of the first (main) stream: "hidden_states" in diffusers, "tgt" in torch layers."""
+        return next(iter(self.inputs))
+
+
+@dataclass(frozen=True)
+class SegmentOutput:
+    """What a computed segment produced, as ``observe`` receives it.
+
+    Attributes:
+        outputs: the segment's output streams.
+        residuals: output - input per stream, as cached (None for a stream that is None); None as a
+            whole when a stream was created or reshaped inside the segment (nothing reusable).
+        drift: ``[mean|r - ref|, mean|ref|]`` (fp32, on the device) of the main stream's residual r
+            against the tensor ``residual_reference(ctx)`` returned, computed in the same pass as r;
+            None when the method asked for none or the shapes differ.
+    """
+
+    outputs: dict[str, torch.Tensor | None]
+    residuals: dict[str, torch.Tensor | None] | None
+    drift: torch.Tensor | None = None
+
+
 class CacheMethod:
     """Base class. Subclasses override ``decide`` and, when they learn from computed steps,
-    ``observe``. The default segmentation is the whole block stack as one unit.
+    ``observe`` (segments) or ``observe_unit`` (units). The default segmentation is the whole
+    block stack as one segment.
 
     Class attributes:
         granularity: "block" (segments of whole blocks, residuals cached) or "unit" (sub-block
-            units such as self-attention / cross-attention / FFN, outputs cached; ``decide`` is then
-            asked per unit with ``ctx.segment`` = unit index).
+            units such as self-attention / cross-attention / FFN, outputs cached).
+        num_steps: the number of steps a calibrated plan was made for; None for runtime rules.
     """
 
     granularity = "block"
-    num_steps: int | None = None  # a method made for a fixed number of steps (calibrated plans)
+    num_steps: int | None = None
 
     def __init__(self, config: Any) -> None:
         self.config = config
 
-    def bind(self, model: Any, unit_names: tuple[str, ...]) -> None:
-        """Called once by ``apply`` before any hook is installed; raise to refuse the model."""
+    def bind(self, model: Any, columns: tuple[str, ...]) -> None:
+        """Called once by ``apply`` before any hook is installed, with the plan's columns (block or
+        unit names); raise to refuse the model."""
 
     def check_num_steps(self, num_steps: int | None) -> None:
         """Raise when a generation of ``num_steps`` steps cannot be served (calibrated plans)."""
@@ -73,8 +110,8 @@ class CacheMethod:
     def segments(self, num_blocks: int) -> Segments:
         return ((0, num_blocks),)
 
-    def decide(self, ctx: UnitContext) -> bool:
-        """True = recompute the segment, False = reuse its cached residual. Called by the leader
+    def decide(self, ctx: StepContext) -> bool:
+        """True = recompute the segment / unit, False = reuse what is cached. Called by the leader
         branch only; the runtime forces a compute when nothing reusable is cached."""
         raise NotImplementedError
 
@@ -85,7 +122,7 @@ class CacheMethod:
 
         return history_depth(getattr(self.config, "forecast", "none"), getattr(self.config, "forecast_order", 0))
 
-    def reuse_weights(self, ctx: UnitContext, steps: tuple[int, ...]) -> tuple[float, ...]:
+    def reuse_weights(self, ctx: StepContext, steps: tuple[int, ...]) -> tuple[float, ...]:
         """Weights of the cached tensors computed at ``steps`` (newest first) on a reuse step:
         the reused tensor is ``sum_i w_i * cached_i``. Default: the config's forecast; (1.0,) is
         plain reuse. Methods with fitted corrections (ERTACache) override this."""
@@ -94,6 +131,14 @@ class CacheMethod:
         c = self.config
         return forecast_weights(getattr(c, "forecast", "none"), getattr(c, "forecast_order", 0), steps, ctx.step)
 
-    def observe(self, ctx: UnitContext, outputs: Any) -> None:
-        """Called after a segment was computed, with its output streams (a dict), or after a
-        sub-block unit was computed, with its output (any branch)."""
+    def residual_reference(self, ctx: SegmentContext) -> torch.Tensor | None:
+        """A tensor to measure the coming residual of this segment against (segment path, computed
+        segments only): the runtime then computes the residual and its drift statistics in one
+        pass (``SegmentOutput.drift``). None (default): no statistics."""
+        return None
+
+    def observe(self, ctx: SegmentContext, computed: SegmentOutput) -> None:
+        """Segment path: called after a segment was computed (any branch)."""
+
+    def observe_unit(self, ctx: StepContext, output: Any) -> None:
+        """Unit path: called after a sub-block unit was computed (any branch), with its output."""

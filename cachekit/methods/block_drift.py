@@ -16,7 +16,8 @@ thresholds do not carry across models.
 
 Host syncs: the drift statistics stay on the device until the first middle range decides, which
 reads all of them in one ``tolist`` (one sync per step); ``predict`` adds one more on the steps that
-run the probe.
+run the probe. The probe's residual and its drift against the first middle range's reference come
+from one pass over the probe's output and input (``residual_reference``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from ..config import CacheConfig, ConfigError, register_method, spec
 from ..kernels import drift_stats
-from .base import CacheMethod, Segments, UnitContext
+from .base import CacheMethod, SegmentContext, SegmentOutput, Segments
 from .easycache import easycache_compute, transformation_rate
 
 
@@ -129,12 +130,12 @@ class BlockDrift(CacheMethod):
         self._middle = range(1, 1 + len(c.range_thresholds))
         return segs
 
-    def _forced(self, ctx: UnitContext) -> bool:
+    def _forced(self, ctx: SegmentContext) -> bool:
         c = self.config
         return ctx.step < c.warmup or (ctx.num_steps is not None and ctx.step >= ctx.num_steps - c.final_steps)
 
-    def decide(self, ctx: UnitContext) -> bool:
-        st, seg = ctx.state, ctx.segment
+    def decide(self, ctx: SegmentContext) -> bool:
+        st, seg = ctx.state, ctx.index
         if seg == 0:
             st["skip_all"] = False
             if self.config.predict > 0.0:
@@ -154,7 +155,7 @@ class BlockDrift(CacheMethod):
         run[seg] = 0 if compute else run.get(seg, 0) + 1
         return compute
 
-    def _drifts(self, ctx: UnitContext) -> dict[int, float]:
+    def _drifts(self, ctx: SegmentContext) -> dict[int, float]:
         """Drift per middle range at this step, read from the device once per step."""
         st = ctx.state
         if st.get("drift_step") != ctx.step:
@@ -167,7 +168,7 @@ class BlockDrift(CacheMethod):
             st["drift_step"] = ctx.step
         return st["drift"]
 
-    def _predict(self, ctx: UnitContext) -> bool:
+    def _predict(self, ctx: SegmentContext) -> bool:
         """EasyCache's rule on the stack input: compute the probe (True) or skip the step."""
         st, x = ctx.state, ctx.inputs[ctx.main_stream]
         prev = st.get("x_prev")
@@ -183,22 +184,36 @@ class BlockDrift(CacheMethod):
             accumulated=st.get("E", 0.0), input_change=input_change, output_scale=v_scale)
         return compute
 
-    def observe(self, ctx: UnitContext, outputs: dict) -> None:
+    def residual_reference(self, ctx: SegmentContext) -> torch.Tensor | None:
+        """The probe's residual is measured against the first middle range's reference in the
+        same pass as the runtime computes it (``residual_with_stats``); other ranges' below."""
+        if ctx.index != 0 or not ctx.leader:
+            return None
+        refs = ctx.state.get("ref", {})
+        return next((refs[k] for k in self._middle if k in refs), None)
+
+    def observe(self, ctx: SegmentContext, computed: SegmentOutput) -> None:
         if not ctx.leader:
             return  # followers copy the leader's decisions
-        st, seg, main = ctx.state, ctx.segment, ctx.main_stream
+        st, seg, main = ctx.state, ctx.index, ctx.main_stream
         if seg == 0:
-            r = outputs[main] - ctx.inputs[main]
+            # the residual the runtime cached (no second subtraction, no second copy kept)
+            r = (computed.residuals or {}).get(main)
+            if r is None:
+                r = computed.outputs[main] - ctx.inputs[main]
+            fused = self.residual_reference(ctx)
             st["probe"] = r
             refs = st.setdefault("ref", {})
             ks = [k for k in self._middle if k in refs and refs[k].shape == r.shape]
             if ks:
-                st["pending"] = (ctx.step, ks, torch.stack([drift_stats(r, refs[k]) for k in ks]))
+                st["pending"] = (ctx.step, ks, torch.stack([
+                    computed.drift if computed.drift is not None and refs[k] is fused else drift_stats(r, refs[k])
+                    for k in ks]))
             return
         if seg in self._middle:
             st.setdefault("ref", {})[seg] = st["probe"]
             if seg == self._middle[-1] and self.config.predict > 0.0:
-                self._observe_rate(st, outputs[main])
+                self._observe_rate(st, computed.outputs[main])
 
     def _observe_rate(self, st: dict, v: torch.Tensor) -> None:
         """At a full compute: device stats for the transformation rate k = mean|dv| / mean|dx|."""

@@ -21,7 +21,7 @@ import torch
 
 from ..config import CacheConfig, register_method, spec
 from ..kernels import drift_stats
-from .base import CacheMethod, UnitContext
+from .base import CacheMethod, SegmentContext, SegmentOutput
 
 
 def transformation_rate(output_change: float, input_change: float) -> float:
@@ -80,7 +80,7 @@ class EasyCache(CacheMethod):
     step costs at most one device-to-host sync (none in warm-up and at the last step, where the rule
     never reuses). Read eagerly, the same rule took four syncs per computed step."""
 
-    def decide(self, ctx: UnitContext) -> bool:
+    def decide(self, ctx: SegmentContext) -> bool:
         st, x = ctx.state, ctx.inputs[ctx.main_stream]
         prev = st.get("prev_x")
         st["prev_x"] = x
@@ -94,10 +94,10 @@ class EasyCache(CacheMethod):
             accumulated=st.get("E", 0.0), input_change=input_change, output_scale=st.get("v_scale", 0.0))
         return compute
 
-    def observe(self, ctx: UnitContext, outputs: dict) -> None:
+    def observe(self, ctx: SegmentContext, computed: SegmentOutput) -> None:
         if not ctx.leader:
             return  # followers reuse the leader's decisions; they need no rate of their own
-        st, x, v = ctx.state, ctx.inputs[ctx.main_stream], outputs[ctx.main_stream]
+        st, x, v = ctx.state, ctx.inputs[ctx.main_stream], computed.outputs[ctx.main_stream]
         if st.get("x_last") is not None and st["x_last"].shape == x.shape:
             # [mean|v' - v|, mean|v|, mean|x - x'|]: output change, output scale, input change
             st["pending"] = torch.cat([drift_stats(st["v_last"], v), drift_stats(x, st["x_last"])[:1]])

@@ -2,7 +2,7 @@
 
 Offline, ``cachekit calibrate --method ertacache`` runs the model uncached on calibration inputs and
 records the block stack's residual R_t (stack output - stack input) at every step and CFG branch.
-From that recording, pure functions in this file:
+From that recording, pure functions in ``cachekit.planning.ertacache``:
 
 1. *Residual profiling -> one static reuse set.* Reusing the residual cached at step a for step t
    leaves, after the best scalar rescaling, the relative squared error 1 - cos^2(R_a, R_t) (averaged
@@ -31,74 +31,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..config import CacheConfig, ConfigError, register_method, spec
-from .bac_schedule import acs_schedule
-from .base import CacheMethod, UnitContext
+from .base import CacheMethod, StepContext
 
 
-# ---- pure fitting ---------------------------------------------------------------------------------
-def fit_linear(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients of y ~ X (n x k, k small) from the normal equations in float64;
-    the minimum-norm solution (pseudo-inverse) when X has dependent columns, as lstsq gives."""
-    X = np.asarray(X, dtype=np.float64).reshape(len(y), -1)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    return np.linalg.pinv(X.T @ X, rcond=1e-12) @ (X.T @ y)
-
-
-def reuse_error_matrix(residuals: Sequence[np.ndarray]) -> np.ndarray:
-    """err[a, t] = 1 - cos^2(R_a, R_t): relative squared error of the best scalar multiple of R_a as
-    a stand-in for R_t, averaged over recordings. Each recording is (T, n_features)."""
-    errs = []
-    for R in residuals:
-        R = np.asarray(R, dtype=np.float64)
-        norm = np.linalg.norm(R, axis=1)
-        unit = R / np.where(norm == 0, 1.0, norm)[:, None]
-        cos = unit @ unit.T
-        errs.append(1.0 - cos ** 2)
-    return np.mean(errs, axis=0)
-
-
-def compute_steps(err: np.ndarray, computes: int, warmup: int = 0) -> list[int]:
-    """The ``computes`` steps to compute (the first ``warmup`` steps, step 0 and the last step always
-    among them) that minimise the summed reuse error of the steps in between. The profile weighs
-    every step alike, but an error made early is carried through every later step (on the digits
-    DiT the unweighted plan reused steps 1-6 and lost 1.2 dB to BAC at fraction 0.36): the
-    warm-up keeps the first steps computed, as every runtime method here does."""
-    T = err.shape[0]
-    if computes >= T:
-        return list(range(T))
-    err = np.array(err, dtype=np.float64)
-    err[:, :min(warmup, T)] = 1e9   # reusing a warm-up step costs more than any plan that computes it
-    np.fill_diagonal(err, 0.0)
-    return acs_schedule(-err, max(computes, 2 if T > 1 else 1, min(warmup, T - 1) + 1), force_last=True)
-
-
+# ---- the runtime rule ---------------------------------------------------------------------------
 def anchors(computed: Sequence[int], t: int) -> tuple[int, int | None]:
     """The last computed step before t and the one before it (None when there is none)."""
     before = [s for s in computed if s < t]
     return before[-1], (before[-2] if len(before) > 1 else None)
-
-
-def fit_corrections(residuals: Sequence[np.ndarray], computed: Sequence[int],
-                    linear: bool = True) -> dict[int, tuple[float, float, float]]:
-    """Per reuse step t: (gamma_t, beta_t, relative squared error left after the fit), fitting
-    R_t ~ gamma R_a + beta (R_a - R_a') over every recording's elements."""
-    T = residuals[0].shape[0]
-    out = {}
-    for t in range(T):
-        if t in computed:
-            continue
-        a, b = anchors(computed, t)
-        cols = [np.concatenate([R[a] for R in residuals])]
-        if linear and b is not None:
-            cols.append(np.concatenate([R[a] - R[b] for R in residuals]))
-        X, y = np.stack(cols, axis=1), np.concatenate([R[t] for R in residuals])
-        coef = fit_linear(X, y)
-        left = float(np.sum((y - X @ coef) ** 2) / max(np.sum(y ** 2), 1e-30))
-        out[t] = (float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, left)
-    return out
 
 
 # ---- config and method ----------------------------------------------------------------------------
@@ -184,10 +125,10 @@ class ERTACache(CacheMethod):
             raise ConfigError(f"ERTACache plan was calibrated for {self.num_steps} steps; this generation has "
                               f"{num_steps}: calibrate for {num_steps} steps")
 
-    def decide(self, ctx: UnitContext) -> bool:
+    def decide(self, ctx: StepContext) -> bool:
         return ctx.step not in self._reuse
 
-    def reuse_weights(self, ctx: UnitContext, steps: tuple[int, ...]) -> tuple[float, ...]:
+    def reuse_weights(self, ctx: StepContext, steps: tuple[int, ...]) -> tuple[float, ...]:
         if self.config.correction == "none":
             return super().reuse_weights(ctx, steps)
         entry = self._coef.get(ctx.step)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import CacheConfig, register_method, spec
-from .base import CacheMethod, UnitContext
+from .base import CacheMethod, StepContext
 
 
 def fixed_interval_compute(step: int, num_steps: int | None, interval: int, warmup: int,
@@ -52,6 +52,6 @@ class FixedInterval(CacheMethod):
         super().__init__(config)
         self.granularity = "unit" if config.units else "block"
 
-    def decide(self, ctx: UnitContext) -> bool:
+    def decide(self, ctx: StepContext) -> bool:
         c = self.config
         return fixed_interval_compute(ctx.step, ctx.num_steps, c.interval, c.warmup, c.final_steps)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-FORECASTS = ("none", "taylor", "foca")
+from ..config import FORECASTS
 
 
 def history_depth(kind: str, order: int) -> int:

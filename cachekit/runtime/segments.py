@@ -1,0 +1,158 @@
+"""The segment path: block ranges whose residual (output - input, per stream) is cached and reused.
+
+Every block's ``forward`` is hooked. The first block of a segment asks the method (the leader
+branch; followers copy the decision); on reuse it returns the segment's output built from its
+inputs and the cached residuals (or their forecast), the later blocks of the reused segment pass
+their inputs through, and nothing in between runs. In a computed segment the blocks run as they
+are and the last one stores the residual, with the drift statistics the method asked for computed
+in the same pass (``kernels.residual_with_stats``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..adapters import Block
+from ..adapters.base import BlockBinding
+from ..kernels import add_residual, residual, residual_with_stats, reuse
+from ..methods.base import CacheMethod, Segments, SegmentContext, SegmentOutput
+from .paths import Current, Hook
+from .state import BranchState, Call
+
+
+@dataclass
+class _SegmentCall:
+    """Per model call: which segments compute, and the inputs and context of those in progress."""
+
+    compute: dict[int, bool] = field(default_factory=dict)
+    inputs: dict[int, dict] = field(default_factory=dict)
+    ctx: dict[int, SegmentContext] = field(default_factory=dict)
+
+
+class SegmentPath:
+    def __init__(self, method: CacheMethod, blocks: list[Block], depth: int, current: Current) -> None:
+        self.method, self.blocks, self.depth, self.current = method, blocks, depth, current
+        self.columns = tuple(b.name for b in blocks)
+        self.segments = check_segments(method.segments(len(blocks)), len(blocks))
+        self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)
+                           for i in range(len(blocks))]
+
+    def call_state(self) -> _SegmentCall:
+        return _SegmentCall()
+
+    def hooks(self) -> list[Hook]:
+        return [Hook(ref.module, "forward", self._block_impl(i, BlockBinding(ref.module.forward, ref.io, ref.name)))
+                for i, ref in enumerate(self.blocks)]
+
+    def _block_impl(self, i: int, binding: BlockBinding) -> Callable:
+        seg = self.segment_of[i]
+        start, end = self.segments[seg]
+
+        def impl(original: Callable, args: tuple, kwargs: dict) -> Any:
+            call = self.current()
+            if call is None:  # block called outside a model forward: not ours to cache
+                return original(*args, **kwargs)
+            local: _SegmentCall = call.local
+            if i == start:
+                inputs = binding.streams(args, kwargs)
+                reused = self._begin(call, local, seg, inputs)
+                if reused is not None:
+                    return binding.build_output({**inputs, **reused})
+            elif not local.compute[seg]:
+                return binding.build_output(binding.streams(args, kwargs))  # inside a reused range
+            result = original(*args, **kwargs)
+            call.computed[i] = True
+            if i == end - 1:
+                self._end(call, local, seg, binding.parse_output(result))
+            return result
+
+        return impl
+
+    def _begin(self, call: Call, local: _SegmentCall, seg: int, inputs: dict) -> dict | None:
+        """Decide for this segment; return the reused output streams, or None to compute."""
+        ctx = SegmentContext(call.step, call.num_steps, seg, call.branch, call.leader, call.state.scratch, inputs)
+        compute = call.decide(seg, lambda: self.method.decide(ctx))
+        cached = call.state.latest(seg)
+        if not compute and _reusable(cached, inputs):
+            local.compute[seg] = False
+            return self._reuse(ctx, call.state, seg, cached, inputs)
+        local.compute[seg] = True
+        local.inputs[seg], local.ctx[seg] = inputs, ctx
+        return None
+
+    def _reuse(self, ctx: SegmentContext, branch: BranchState, seg: int, cached: dict, inputs: dict) -> dict:
+        """Each stream's input plus its cached residual, or plus the forecast residual."""
+        hist = _matching_history(branch.history.get(seg, ()), cached)
+        weights = tuple(self.method.reuse_weights(ctx, tuple(st for st, _ in hist))) if hist else (1.0,)
+        out = {}
+        for s, r in cached.items():
+            if r is None:
+                out[s] = None
+            elif weights == (1.0,):
+                out[s] = add_residual(inputs[s], r)
+            else:
+                out[s] = reuse(inputs[s], [h[s] for _, h in hist[:len(weights)]], weights)
+        return out
+
+    def _end(self, call: Call, local: _SegmentCall, seg: int, outputs: dict) -> None:
+        inputs, ctx = local.inputs.pop(seg), local.ctx.pop(seg)
+        ref = self.method.residual_reference(ctx)
+        drift = None
+        res: dict[str, torch.Tensor | None] | None = {}
+        for s, out in outputs.items():
+            inp = inputs.get(s)
+            if out is None:
+                res[s] = None
+            elif isinstance(out, torch.Tensor) and isinstance(inp, torch.Tensor) and out.shape == inp.shape:
+                if s == ctx.main_stream and _same_layout(ref, out):
+                    res[s], drift = residual_with_stats(out.detach(), inp.detach(), ref)
+                else:
+                    res[s] = residual(out.detach(), inp.detach())
+            else:  # a stream created or reshaped inside the segment: nothing reusable
+                res = None
+                break
+        call.state.remember(seg, call.step, res, self.depth)
+        self.method.observe(ctx, SegmentOutput(outputs, res, drift))
+
+
+def _same_layout(ref: Any, out: torch.Tensor) -> bool:
+    return isinstance(ref, torch.Tensor) and ref.shape == out.shape and ref.device == out.device
+
+
+def _matching_history(entries: Any, cached: dict) -> list:
+    """The newest history entries whose streams match the newest cached residuals in shape and
+    dtype (a resolution change in between leaves only the newest)."""
+    out = []
+    for step, payload in entries:
+        if not payload or payload.keys() != cached.keys() or any(
+                (a is None) != (b is None) or (a is not None and (a.shape != b.shape or a.dtype != b.dtype))
+                for a, b in ((payload[s], cached[s]) for s in cached)):
+            break
+        out.append((step, payload))
+    return out
+
+
+def _reusable(cached: dict | None, inputs: dict) -> bool:
+    if not cached:
+        return False
+    for s, r in cached.items():
+        if r is None:
+            continue
+        x = inputs.get(s)
+        if not isinstance(x, torch.Tensor) or x.shape != r.shape or x.dtype != r.dtype or x.device != r.device:
+            return False
+    return True
+
+
+def check_segments(segments: Segments, n: int) -> Segments:
+    pos = 0
+    for a, b in segments:
+        if a != pos or b <= a:
+            raise ValueError(f"method segments {segments} must tile blocks 0..{n} without gaps")
+        pos = b
+    if pos != n:
+        raise ValueError(f"method segments {segments} must end at block {n}")
+    return tuple(segments)

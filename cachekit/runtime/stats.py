@@ -1,0 +1,53 @@
+"""``cachekit.stats``: what a generation did, read off its books."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .state import Generation
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What the last generation did.
+
+    Attributes:
+        computed_fraction: block evaluations run / block evaluations of an uncached run; its
+            inverse is the ideal speedup of the block stack.
+        plan: bool array (model calls x blocks), True where a block was computed.
+        steps: denoising step of each model call.
+        branches: CFG branch of each model call.
+        num_steps: steps of the generation when known.
+        block_names: dotted name of each block, the plan's columns.
+        cached_bytes: memory held by the cache at the end of the generation, all CFG branches
+            (with forecasting: every cached step kept for the forecast).
+    """
+
+    computed_fraction: float
+    plan: np.ndarray
+    steps: np.ndarray
+    branches: tuple
+    num_steps: int | None
+    block_names: tuple[str, ...]
+    cached_bytes: int = 0
+
+    @property
+    def num_calls(self) -> int:
+        return int(self.plan.shape[0])
+
+    @classmethod
+    def from_generation(cls, gen: Generation | None, block_names: tuple[str, ...]) -> "CacheStats":
+        calls = gen.calls if gen is not None else []
+        plan = (np.stack([c.computed for c in calls]) if calls
+                else np.zeros((0, len(block_names)), dtype=bool))
+        return cls(
+            computed_fraction=float(plan.mean()) if plan.size else 1.0,
+            plan=plan,
+            steps=np.array([c.step for c in calls], dtype=np.int64),
+            branches=tuple(c.branch for c in calls),
+            num_steps=gen.num_steps if gen is not None else None,
+            block_names=block_names,
+            cached_bytes=sum(b.cached_bytes() for b in gen.branches.values()) if gen is not None else 0,
+        )
