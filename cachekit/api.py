@@ -1,19 +1,21 @@
-"""The public verbs: apply, remove, stats, reset."""
+"""The public verbs: apply, remove, stats, reset, record."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
-from .adapters import ModelLayout, find_model, find_units, resolve
+from .adapters import ModelLayout, find_model, find_units, model_fingerprint, resolve
 from .config import CacheConfig, ConfigError, method_for
+from .methods.base import CacheMethod
 from .recipe import load_recipe, recipe_for_model
+from .recording import DEFAULT_FEATURES, LEVELS, Recorder, Recording
 from .runtime.compile import compile_options
-from .runtime.session import SESSION_ATTR, BlockRef, Session
-from .runtime.state import CacheStats
+from .runtime.session import SESSION_ATTR, Session
+from .runtime.stats import CacheStats
 
-__all__ = ["apply", "remove", "stats", "reset", "AlreadyAppliedError", "NotAppliedError", "find_model"]
+__all__ = ["apply", "remove", "stats", "reset", "record", "AlreadyAppliedError", "NotAppliedError", "find_model"]
 
 
 class AlreadyAppliedError(RuntimeError):
@@ -47,6 +49,32 @@ def _resolve_config(config: CacheConfig | str | Path | None, model_class: str) -
                       f"got {type(config).__name__}")
 
 
+def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], layout: ModelLayout | None,
+             compile_opts: dict | None) -> Session:
+    """What ``apply`` and ``record`` share: check, resolve, bind the method, hook. ``method`` may be
+    a factory of the model class name (so a recipe is only looked up once the model is known)."""
+    model, _ = find_model(target)
+    for obj in (target, model):
+        if _session(obj) is not None:
+            raise AlreadyAppliedError(f"cachekit.apply: {type(obj).__name__} already has cachekit hooks; "
+                                      f"call cachekit.remove first")
+    if getattr(model, "is_cache_enabled", False) is True:  # diffusers' CacheMixin property
+        raise AlreadyAppliedError(f"cachekit.apply: diffusers' own cache is enabled on {type(model).__name__}; "
+                                  f"call .disable_cache() first (two caches would skip each other's blocks)")
+    resolved = resolve(target, layout)
+    if not isinstance(method, CacheMethod):
+        method = method(type(model).__name__)
+    for block in resolved.blocks:
+        if getattr(vars(block.module).get("forward"), "__cachekit__", False):
+            raise AlreadyAppliedError(f"cachekit.apply: block {block.name} already has cachekit hooks")
+    blocks = list(resolved.blocks)
+    units = find_units(blocks) if method.granularity == "unit" else None
+    method.bind(model, tuple(u.name for u in units) if units else tuple(b.name for b in blocks))
+    session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units)
+    session.install([model] if target is model else [model, target], compile_opts)
+    return session
+
+
 def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
           layout: ModelLayout | None = None, compile: bool | dict = False) -> Any:
     """Install caching hooks on ``target``'s transformer blocks; returns ``target``.
@@ -57,7 +85,8 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
         config: a config object (``EasyCacheConfig(...)``), a packaged recipe name (``"wan"``), a
             path to a recipe YAML, or None for the recipe registered for this model class (else
             the safe default recipe).
-        layout: where the blocks are, for models cachekit does not know.
+        layout: where the blocks are, for models cachekit does not know (or use
+            ``cachekit.register_layout`` once for the class).
         compile: True to ``torch.compile`` each block's original forward (each sub-block unit's for
             BAC), ``fullgraph=True`` where dynamo takes it whole; the caching decisions stay eager,
             so steps and generations cause no recompiles. A dict passes ``torch.compile`` options
@@ -68,25 +97,7 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
     Nothing is changed when this raises. Hooks live on the instances only.
     """
     compile_opts = compile_options(compile)
-    model, _ = find_model(target)
-    for obj in (target, model):
-        if _session(obj) is not None:
-            raise AlreadyAppliedError(f"cachekit.apply: {type(obj).__name__} already has cachekit hooks; "
-                                      f"call cachekit.remove first")
-    if getattr(model, "is_cache_enabled", False) is True:  # diffusers' CacheMixin property
-        raise AlreadyAppliedError(f"cachekit.apply: diffusers' own cache is enabled on {type(model).__name__}; "
-                                  f"call .disable_cache() first (two caches would skip each other's blocks)")
-    resolved = resolve(target, layout)
-    cfg = _resolve_config(config, type(model).__name__)
-    blocks = [BlockRef(name, mod, io) for name, mod, io in resolved.blocks]
-    for ref in blocks:
-        if getattr(vars(ref.module).get("forward"), "__cachekit__", False):
-            raise AlreadyAppliedError(f"cachekit.apply: block {ref.name} already has cachekit hooks")
-    method = method_for(cfg)
-    units = find_units(resolved.blocks) if method.granularity == "unit" else None
-    method.bind(model, tuple(u.name for u in units) if units else tuple(b.name for b in blocks))
-    session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units)
-    session.install([model] if target is model else [model, target], compile_opts)
+    _install(target, lambda model_class: method_for(_resolve_config(config, model_class)), layout, compile_opts)
     return target
 
 
@@ -111,3 +122,45 @@ def reset(target: Any, num_steps: int | None = None) -> None:
     if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
         raise ValueError(f"cachekit.reset: num_steps must be an int >= 1, got {num_steps!r}")
     _require_session(target, "reset").reset(num_steps)
+
+
+def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "units",
+           max_features: int | None = None, seed: int = 0, layout: ModelLayout | None = None,
+           progress: Any = None) -> Recording:
+    """Run each callable with full compute and record what the blocks produced, for offline plans.
+
+    Every block (``level="stack"``: the stack's residual per step and CFG branch) or every
+    sub-block unit (``level="units"``: each unit's output) is recorded at every step of every
+    generation the callables run, as a fixed random subset of ``max_features`` elements (default
+    4096 per unit, 16384 for the stack). The outputs are the uncached ones, bit for bit. Planners
+    take the result: ``cachekit.planning.plan_bac(rec, ...)``, ``plan_erta(rec.arrays(), ...)``.
+
+    Args:
+        target: as for ``apply``; it must not have cachekit applied (the hooks are removed after).
+        runs: callables, each running one or more generations (e.g. one pipeline call).
+        level: "units" or "stack".
+        seed: seed of the element subsets.
+        progress: an object with ``update(1)`` called after each run (a tqdm bar).
+    """
+    if level not in LEVELS:
+        raise ValueError(f"cachekit.record: level must be one of {', '.join(LEVELS)}, got {level!r}")
+    n = DEFAULT_FEATURES[level] if max_features is None else max_features
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"cachekit.record: max_features must be an int >= 1, got {max_features!r}")
+    recorder = Recorder(level, n, seed)
+    session = _install(target, recorder, layout, None)
+    try:
+        for run in runs:
+            run()
+            if progress is not None:
+                progress.update(1)
+    finally:
+        session.uninstall()
+    if not recorder.runs:
+        raise ValueError("cachekit.record: nothing was recorded: the runs never called the model")
+    if level == "units":
+        units = session.path.units
+        columns, kinds, layers = tuple(u.name for u in units), tuple(u.kind for u in units), tuple(u.layer for u in units)
+    else:
+        columns, kinds, layers = ("stack",), (), ()
+    return Recording(level, columns, kinds, layers, recorder.runs, recorder.leaders, model_fingerprint(session.root))

@@ -158,7 +158,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .adapters import find_model
-    from .calibration import calibrate_bac
+    from .api import record
+    from .planning import plan_bac
     from .evaluation import load_workload
     from .evaluation.runner import environment
     from .recipe import save_recipe
@@ -173,8 +174,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.method == "ertacache":
         return _calibrate_erta(args, workload, runs, inputs)
     with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
-        cal = calibrate_bac(workload.target, runs, updates=args.updates, top_n=args.top_n, metric=args.metric,
-                            progress=bar)
+        rec = record(workload.target, runs, level="units", progress=bar)
+    cal = plan_bac(rec, updates=args.updates, top_n=args.top_n, metric=args.metric)
     env = environment(args.command_line)
     model_cls = type(find_model(workload.target)[0]).__name__
     measured = {"calibration": {"updates": args.updates, "top_n": args.top_n, "metric": args.metric,
@@ -194,15 +195,16 @@ def _calibrate_erta(args: argparse.Namespace, workload: Any, runs: list, inputs:
     from tqdm.auto import tqdm
 
     from .adapters import find_model
-    from .calibration import plan_erta, record_stack
+    from .api import record
+    from .planning import plan_erta
     from .evaluation.runner import environment
     from .recipe import save_recipe
 
     if (args.fraction is None) == (args.max_error is None):
         raise SystemExit("cachekit calibrate --method ertacache: give exactly one of --fraction and --max-error")
     with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
-        recs, fingerprint = record_stack(workload.target, runs, progress=bar)
-    cal = plan_erta(recs, fingerprint, fraction=args.fraction, max_error=args.max_error, correction=args.correction,
+        rec = record(workload.target, runs, level="stack", progress=bar)
+    cal = plan_erta(rec.arrays(), rec.fingerprint, fraction=args.fraction, max_error=args.max_error, correction=args.correction,
                     warmup=args.warmup)
     env = environment(args.command_line)
     model_cls = type(find_model(workload.target)[0]).__name__

@@ -90,10 +90,10 @@ def test_recipe_round_trip(tmp_path):
 
 
 def test_calibrate_recipe_apply_round_trip(tmp_path):
-    from cachekit.calibration import calibrate_bac
+    from cachekit.planning import plan_bac
     m = model()
     ref = denoise(m, seed=5)
-    cal = calibrate_bac(m, [lambda s=s: denoise(m, seed=s) for s in range(3)], updates=4, top_n=2)
+    cal = plan_bac(cachekit.record(m, [lambda s=s: denoise(m, seed=s) for s in range(3)]), updates=4, top_n=2)
     cfg = cal.config
     assert cal.runs == 3 and cfg.num_steps == 10 and cfg.model == model_fingerprint(m)
     assert "forward" not in vars(m) and all("_ff_block" not in vars(layer) for layer in m.decoder.layers)
@@ -151,7 +151,7 @@ def _norm_calls(m):
     return calls
 
 
-def test_fully_reused_pre_norm_layers_are_skipped_bit_exactly(monkeypatch):
+def test_fully_reused_pre_norm_layers_are_skipped_bit_exactly():
     # Steps 0, 3, 6, 9 compute every unit; at the others every unit of every layer is reused, and
     # the additive-block path returns x + c_sa + c_ca + c_ff without running the layer.
     p = plan(every={"self_attn": 3, "cross_attn": 3, "ffn": 3})
@@ -163,11 +163,12 @@ def test_fully_reused_pre_norm_layers_are_skipped_bit_exactly(monkeypatch):
     cachekit.remove(m)
     assert len(calls) == 3 * 4 + 1                         # norm1 runs on compute steps only (+ layer 2, step 1)
 
-    from cachekit.adapters import known
-    monkeypatch.setattr(known, "ADDITIVE_BLOCKS", {})       # every layer through its own forward
+    # the same units, not declared additive: every layer through its own forward
+    units = cachekit.BlockUnits((("self_attn", "_sa_block"), ("cross_attn", "_mha_block"), ("ffn", "_ff_block")))
+    layout = cachekit.ModelLayout(("decoder.layers",), cachekit.BlockIO(("tgt",)), units=units)
     m2 = model()
     calls2 = _norm_calls(m2)
-    cachekit.apply(m2, BACConfig(plan=p, num_steps=10))
+    cachekit.apply(m2, BACConfig(plan=p, num_steps=10), layout=layout)
     slow, slow_stats = denoise(m2), cachekit.stats(m2)
     assert len(calls2) == 3 * 10
     assert torch.equal(fast, slow)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cachekit.methods.bac_schedule import (acs_schedule, bubbling_union, schedule_value, segment_costs,
+from cachekit.planning.bac import (acs_schedule, bubbling_union, schedule_value, segment_costs,
                                            similarity_matrix, top_volatile, volatility)
 
 

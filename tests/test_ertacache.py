@@ -6,8 +6,9 @@ import torch
 
 import cachekit
 from cachekit import ConfigError, ERTACacheConfig
-from cachekit.calibration import plan_erta, record_stack
-from cachekit.methods.ertacache import anchors, compute_steps, fit_corrections, fit_linear, reuse_error_matrix
+from cachekit.methods.ertacache import anchors
+from cachekit.planning import plan_erta
+from cachekit.planning.ertacache import compute_steps, fit_corrections, fit_linear, reuse_error_matrix
 from cachekit.recipe import load_recipe, save_recipe
 from toy import Toy
 
@@ -58,7 +59,8 @@ def toy_generation(m, steps=12, seed=0):
 
 def test_calibrate_recipe_apply_reproduces_a_linear_trajectory(tmp_path):
     m = Toy()
-    recs, fingerprint = record_stack(m, [lambda s=s: toy_generation(m, seed=s) for s in range(2)])
+    rec = cachekit.record(m, [lambda s=s: toy_generation(m, seed=s) for s in range(2)], level="stack")
+    recs, fingerprint = rec.arrays(), rec.fingerprint
     assert len(recs) == 2 and recs[0].shape[0] == 12
     cal = plan_erta(recs, fingerprint, fraction=0.5)
     cfg = cal.config

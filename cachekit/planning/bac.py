@@ -1,4 +1,4 @@
-"""BAC's offline scheduling rules (arXiv 2506.13456), as pure functions of recorded statistics.
+"""BAC's offline plans (arXiv 2506.13456): scheduling rules as pure functions of recorded statistics.
 
 Adaptive Caching Scheduler: for one unit, choose M update steps that maximise the summed
 similarity between each step's true output and the output cached at the last update, by dynamic
@@ -9,9 +9,13 @@ does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
+
+from ..methods.bac import BACConfig
+from ..recording import Recording
 
 
 def similarity_matrix(features: np.ndarray, metric: str = "cosine") -> np.ndarray:
@@ -117,3 +121,48 @@ def top_volatile(vol: Mapping[Hashable, float], n: int) -> list[Hashable]:
     """The n most volatile units (ties broken by unit order)."""
     order = sorted(vol, key=lambda u: -vol[u])
     return order[:max(0, n)]
+
+
+# ---- a plan from a recording ------------------------------------------------------------------
+@dataclass
+class BACPlan:
+    """A calibrated BAC plan and what it was made from."""
+
+    config: BACConfig
+    volatility: dict[str, float]
+    selected: list[str]
+    updates: int
+    top_n: int
+    metric: str
+    runs: int
+
+
+def unit_statistics(rec: Recording, metric: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per unit name: the similarity matrix over steps averaged over the recorded generations (each
+    generation's leader branch), and the volatility. Kept in ``rec.memo`` per metric, so plans for
+    several budgets share them."""
+    key = ("bac", metric)
+    if key not in rec.memo:
+        sims, vols = {}, {}
+        for k, name in enumerate(rec.columns):
+            feats = [rec.features(k, r) for r in range(len(rec.runs))]
+            sims[name] = np.mean([similarity_matrix(f, metric) for f in feats], axis=0)
+            vols[name] = float(np.mean([volatility(f) for f in feats]))
+        rec.memo[key] = (sims, vols)
+    return rec.memo[key]
+
+
+def plan_bac(rec: Recording, *, updates: int, top_n: int = 4, metric: str = "cosine",
+             force_last: bool = True) -> BACPlan:
+    """The BAC plan for a unit recording (``cachekit.record(..., level="units")``): the Adaptive
+    Caching Scheduler per unit, then Bubbling Union for the ``top_n`` most volatile units."""
+    if rec.level != "units":
+        raise ValueError(f"plan_bac needs a recording of sub-block units (level='units'), got level={rec.level!r}")
+    T = rec.num_steps
+    sims, vols = unit_statistics(rec, metric)
+    plans = {n: acs_schedule(sims[n], updates, force_last=force_last) for n in rec.columns}
+    selected = top_volatile(vols, top_n)
+    plans = bubbling_union(plans, dict(zip(rec.columns, rec.layers)),
+                           {n: kind == "ffn" for n, kind in zip(rec.columns, rec.kinds)}, selected)
+    cfg = BACConfig(plan=plans, num_steps=T, model=rec.fingerprint)
+    return BACPlan(cfg, vols, selected, updates, top_n, metric, len(rec.runs))
