@@ -3,21 +3,24 @@
     import cachekit
     cachekit.apply(pipe)     # the recipe for this model family
     cachekit.remove(pipe)    # exactly undone
+
+Offline plans: ``rec = cachekit.record(pipe, runs)`` then ``cachekit.planning.plan_bac(rec, ...)``.
 """
 
-from .adapters import BlockIO, ModelLayout, UnsupportedModelError
-from .api import AlreadyAppliedError, NotAppliedError, apply, remove, reset, stats
+from .adapters import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, register_layout, unregister_layout
+from .api import AlreadyAppliedError, NotAppliedError, apply, record, remove, reset, stats
 from .config import CacheConfig, ConfigError
 from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig
 from .recipe import Recipe, RecipeError, load_recipe, packaged_recipes, save_recipe
-from .runtime.state import CacheStats
+from .recording import Recording
+from .runtime.stats import CacheStats
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "apply", "remove", "stats", "reset",
+    "apply", "remove", "stats", "reset", "record", "register_layout", "unregister_layout",
     "CacheConfig", "EasyCacheConfig", "FixedIntervalConfig", "BACConfig", "BlockDriftConfig", "ERTACacheConfig",
-    "ModelLayout", "BlockIO", "CacheStats", "Recipe",
+    "ModelLayout", "BlockIO", "BlockUnits", "CacheStats", "Recording", "Recipe",
     "load_recipe", "save_recipe", "packaged_recipes",
     "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",
 ]

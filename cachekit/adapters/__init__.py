@@ -1,8 +1,10 @@
 """Find the model and its blocks in a target: a diffusers pipeline, a diffusers model, or any module.
 
 Lookup order for a model: a ``layout=`` given by the user; the registered layout of its exact class
-(``KNOWN_LAYOUTS``); else the one ``nn.ModuleList`` of same-class blocks it holds (ambiguity is an
-error that lists the candidates).
+(``registry.py``: the built-ins of ``known.py`` and ``cachekit.register_layout``); else the one
+``nn.ModuleList`` of same-class blocks it holds (ambiguity is an error that lists the candidates).
+Sub-block units: the layout's ``units``, else the block class's (``known.BLOCKS``), else the whole
+block is one unit.
 """
 
 from __future__ import annotations
@@ -13,11 +15,24 @@ from typing import Any
 
 from torch import nn
 
-from .base import BlockIO, ModelLayout, UnsupportedModelError, get_path, qualname
-from .known import KNOWN_BLOCK_IO, KNOWN_LAYOUTS, KNOWN_UNITS
+from .base import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, get_path, qualname
+from .known import BLOCKS
+from .registry import is_registered, layout_for, register_layout, unregister_layout
 
-__all__ = ["BlockIO", "ModelLayout", "UnsupportedModelError", "Resolved", "resolve", "find_model",
-           "KNOWN_LAYOUTS", "qualname", "Unit", "find_units", "model_fingerprint"]
+__all__ = ["BlockIO", "BlockUnits", "ModelLayout", "UnsupportedModelError", "Block", "Resolved", "resolve",
+           "find_model", "qualname", "Unit", "find_units", "model_fingerprint", "register_layout",
+           "unregister_layout"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One transformer block of a resolved target: dotted name relative to the model, the module,
+    its streams, and its sub-block units when the layout names them (else None: by block class)."""
+
+    name: str
+    module: nn.Module
+    io: BlockIO
+    units: BlockUnits | None = None
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,7 @@ class Resolved:
 
     model: nn.Module
     layout: ModelLayout
-    blocks: tuple[tuple[str, nn.Module, BlockIO], ...]
+    blocks: tuple[Block, ...]
     scheduler: Any = None
     pipeline: Any = None
 
@@ -40,9 +55,9 @@ def _denoiser(module: nn.Module) -> nn.Module:
     """The module called once per denoising step inside ``module``: itself when its class has a
     registered layout; else the one submodule that has; else the innermost module around the single
     block list whose forward takes a ``timestep`` (a policy wrapper's ``.model``); else itself."""
-    if qualname(module) in KNOWN_LAYOUTS:
+    if is_registered(module):
         return module
-    known = [m for m in module.modules() if qualname(m) in KNOWN_LAYOUTS]
+    known = [m for m in module.modules() if is_registered(m)]
     if len(known) == 1:
         return known[0]
     cands = _candidate_lists(module)
@@ -67,7 +82,7 @@ def find_model(target: Any) -> tuple[nn.Module, Any]:
     if isinstance(transformer, nn.Module):
         return transformer, target
     mods = {k: v for k, v in target.components.items() if isinstance(v, nn.Module)}
-    known = [k for k, v in mods.items() if qualname(v) in KNOWN_LAYOUTS]
+    known = [k for k, v in mods.items() if is_registered(v)]
     if len(known) == 1:
         return mods[known[0]], target
     raise UnsupportedModelError(
@@ -92,7 +107,8 @@ def _fallback_layout(model: nn.Module) -> ModelLayout:
     cands = _candidate_lists(model)
     if len(cands) == 1:
         name, lst = cands[0]
-        io = KNOWN_BLOCK_IO.get(qualname(lst[0]))
+        known = BLOCKS.get(qualname(lst[0]))
+        io = known.io if known is not None else None
         if io is None:
             first = next(iter(inspect.signature(lst[0].forward).parameters), None)
             if first is None:
@@ -108,8 +124,8 @@ def _fallback_layout(model: nn.Module) -> ModelLayout:
 
 def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
     model, pipe = find_model(target)
-    layout = layout or KNOWN_LAYOUTS.get(qualname(model)) or _fallback_layout(model)
-    blocks: list[tuple[str, nn.Module, BlockIO]] = []
+    layout = layout or layout_for(model) or _fallback_layout(model)
+    blocks: list[Block] = []
     for k, path in enumerate(layout.block_lists):
         try:
             lst = get_path(model, path)
@@ -117,7 +133,7 @@ def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
             raise UnsupportedModelError(f"{type(model).__name__} has no block list {path!r}") from None
         if not isinstance(lst, (nn.ModuleList, nn.Sequential)):
             raise UnsupportedModelError(f"{type(model).__name__}.{path} is {type(lst).__name__}, not an nn.ModuleList")
-        blocks += [(f"{path}.{j}", m, layout.io_for(k)) for j, m in enumerate(lst)]
+        blocks += [Block(f"{path}.{j}", m, layout.io_for(k), layout.units_for(k)) for j, m in enumerate(lst)]
     if not blocks:
         raise UnsupportedModelError(f"{type(model).__name__}: the block lists {layout.block_lists} are empty")
     # A pipeline's scheduler, or a policy wrapper's: its set_timesteps starts each generation.
@@ -135,8 +151,9 @@ class Unit:
         name: "<block name>.<kind>", e.g. "decoder.layers.3.cross_attn".
         owner: the module whose attribute is wrapped (the block, or the submodule itself).
         attr: "forward" for a submodule, else the block's method name (e.g. "_ff_block").
-        kind: "self_attn", "cross_attn", "ffn", or "block" for blocks without known units.
+        kind: "self_attn", "cross_attn", "ffn", ..., or "block" for blocks without known units.
         layer: index of the block in execution order.
+        additive: the block's ``BlockUnits.additive`` flag name, if any.
     """
 
     name: str
@@ -144,23 +161,31 @@ class Unit:
     attr: str
     kind: str
     layer: int
+    additive: str | None = None
 
 
-def find_units(blocks: tuple[tuple[str, nn.Module, BlockIO], ...]) -> list[Unit]:
+def find_units(blocks: tuple[Block, ...] | list[Block]) -> list[Unit]:
     units = []
-    for i, (name, block, _) in enumerate(blocks):
-        spec = KNOWN_UNITS.get(qualname(block))
+    for i, b in enumerate(blocks):
+        spec = b.units
         if spec is None:
-            units.append(Unit(f"{name}.block", block, "forward", "block", i))
+            known = BLOCKS.get(qualname(b.module))
+            spec = known.units if known is not None else None
+        if spec is None:
+            units.append(Unit(f"{b.name}.block", b.module, "forward", "block", i))
             continue
-        for kind, attr in spec:
-            obj = getattr(block, attr, None)
+        found = [(kind, attr, getattr(b.module, attr, None)) for kind, attr in spec.units]
+        if all(obj is None for _, _, obj in found):
+            raise UnsupportedModelError(
+                f"block {b.name} ({type(b.module).__name__}) has none of its unit attributes "
+                f"{', '.join(a for _, a in spec.units)}; fix the layout's BlockUnits")
+        for kind, attr, obj in found:
             if obj is None:
                 continue
             if isinstance(obj, nn.Module):
-                units.append(Unit(f"{name}.{kind}", obj, "forward", kind, i))
+                units.append(Unit(f"{b.name}.{kind}", obj, "forward", kind, i, spec.additive))
             else:
-                units.append(Unit(f"{name}.{kind}", block, attr, kind, i))
+                units.append(Unit(f"{b.name}.{kind}", b.module, attr, kind, i, spec.additive))
     return units
 
 

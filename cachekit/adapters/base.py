@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["BlockIO", "ModelLayout", "BlockBinding", "qualname", "UnsupportedModelError"]
+__all__ = ["BlockIO", "BlockUnits", "ModelLayout", "BlockBinding", "qualname", "UnsupportedModelError"]
 
 
 class UnsupportedModelError(TypeError):
@@ -51,6 +51,35 @@ class BlockIO:
 
 
 @dataclass(frozen=True)
+class BlockUnits:
+    """The sub-block units of one kind of block, for unit-level methods (BAC, ``units=True``).
+
+    Args:
+        units: (kind, attribute) pairs in execution order. The attribute is a submodule (its
+            ``forward`` is hooked; its output must be the branch output *before* any gate and the
+            residual add, e.g. ``attn1``) or a method of the block returning the branch output
+            (torch's layers: ``_sa_block``). An attribute that is None on a block is skipped (DiT has
+            no ``attn2``). Kinds name what a unit is; "ffn" matters to BAC's Bubbling Union, which
+            propagates errors through later FFNs; others: "self_attn", "cross_attn", or your own.
+        additive: the name of a block attribute that, when True on an instance, makes the block's
+            output exactly its main input plus its units' outputs added in order (torch's pre-norm
+            ``TransformerDecoderLayer``: "norm_first"); the block is then skipped whole when all its
+            units are reused. None: never.
+    """
+
+    units: tuple[tuple[str, str], ...]
+    additive: str | None = None
+
+    def __post_init__(self) -> None:
+        units = tuple(tuple(u) for u in self.units)
+        if not units or any(len(u) != 2 or not all(isinstance(v, str) and v for v in u) for u in units):
+            raise ValueError(f"BlockUnits.units must be (kind, attribute) pairs of names, got {self.units!r}")
+        if any(kind == "block" for kind, _ in units):
+            raise ValueError("BlockUnits: 'block' is reserved for blocks cached as one unit")
+        object.__setattr__(self, "units", units)
+
+
+@dataclass(frozen=True)
 class ModelLayout:
     """Where the blocks of one model class are.
 
@@ -60,24 +89,39 @@ class ModelLayout:
         io: one ``BlockIO`` per block list (a single one is used for all lists).
         timestep_arg: name of the model forward's timestep argument, used to count denoising
             steps; None when the model takes no timestep (each call is then one step).
+        units: the sub-block units of the blocks, one ``BlockUnits`` for all lists or one per list
+            (None in a list's place: that list's blocks are found by class, else cached whole);
+            None: by block class (torch's layers, diffusers' known blocks), else each block is one
+            unit.
     """
 
     block_lists: tuple[str, ...]
     io: tuple[BlockIO, ...] = (BlockIO(),)
     timestep_arg: str | None = "timestep"
+    units: tuple[BlockUnits | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.block_lists, str):
             object.__setattr__(self, "block_lists", (self.block_lists,))
         if isinstance(self.io, BlockIO):
             object.__setattr__(self, "io", (self.io,))
+        if isinstance(self.units, BlockUnits):
+            object.__setattr__(self, "units", (self.units,))
         if not self.block_lists:
             raise ValueError("ModelLayout.block_lists must name at least one nn.ModuleList")
         if len(self.io) not in (1, len(self.block_lists)):
             raise ValueError("ModelLayout.io needs one BlockIO, or one per block list")
+        if self.units is not None and (len(self.units) not in (1, len(self.block_lists)) or not all(
+                u is None or isinstance(u, BlockUnits) for u in self.units)):
+            raise ValueError("ModelLayout.units needs one BlockUnits, or one (or None) per block list")
 
     def io_for(self, list_index: int) -> BlockIO:
         return self.io[0] if len(self.io) == 1 else self.io[list_index]
+
+    def units_for(self, list_index: int) -> BlockUnits | None:
+        if self.units is None:
+            return None
+        return self.units[0] if len(self.units) == 1 else self.units[list_index]
 
 
 class BlockBinding:
