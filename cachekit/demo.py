@@ -1,13 +1,24 @@
 """``cachekit demo``: a shipped reference model (the digits DiT by default, or the moving-digits Wan
-video model), uncached vs its recipe, same seeds, same process."""
+video model), uncached vs its recipe, same seeds, same process.
+
+A third column, the best other-library cache on that model, is timed in the same alternating
+rounds when the repository's ``eval/anchors`` adapters are beside this install (a checkout or an
+editable install) and the other library imports; otherwise it is skipped with one line saying why.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 
-from .evaluation import evaluate
+from .evaluation import Pass, evaluate
 from .evaluation.reference_models import digits_workload, video_workload
 from .recipe import load_recipe
 
@@ -33,52 +44,81 @@ DEMO_ANCHORS = {
 }
 
 
-def _anchor_row(model: str, workload, inputs, uncached: torch.Tensor, steps: int, repeats: int) -> dict:
-    """Time and score the model's best anchor: one warm-up pass, then ``repeats`` timed passes."""
-    import statistics
-    import time
+#: Where the anchor adapters live: the repository's eval/ folder, not this package.
+ANCHORS_DIR = Path(__file__).resolve().parents[1] / "eval" / "anchors"
 
-    from .evaluation import anchors as A
-    from .evaluation.runner import quality
 
+def load_anchors(path: Path = ANCHORS_DIR) -> tuple[ModuleType | None, str]:
+    """The ``eval/anchors`` package of the repository beside this install, or (None, why not)."""
+    init = path / "__init__.py"
+    if not init.is_file():
+        return None, f"{path} not found (the comparison needs a checkout of the repository)"
+    name = "_cachekit_eval_anchors"
+    if name in sys.modules:
+        return sys.modules[name], ""
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as e:
+        del sys.modules[name]
+        return None, f"cannot import the anchor adapters ({e})"
+    return module, ""
+
+
+def _anchor_pass(model: str, workload: Any, inputs: Any, steps: int) -> tuple[dict, Pass | None]:
+    """The model's best anchor as a pass for the timing loop (install / remove around each round),
+    or why it cannot run."""
+    A, why = load_anchors()
     family, method, params = DEMO_ANCHORS[model]
+    if A is None:
+        return {"label": f"{family} {method}", "error": why}, None
     grid = A.DIFFUSERS_GRID if family == "diffusers" else A.CACHE_DIT_GRID
     anchor = grid[method][0](family, method, dict(params))
     label = f"{family} {anchor.label}"
-    try:
+    try:   # refused here (not inside the timing loop) when it cannot run on this model
         anchor.install(workload.target, steps)
-    except A.AnchorUnavailable as e:
-        return {"label": label, "error": str(e)}
-    try:
-        times, out = [], None
-        for i in range(repeats + 1):
-            anchor.reset()
-            t0 = time.perf_counter()
-            out = workload.generate(inputs, DEMO_SEEDS[0])
-            if i:
-                times.append(time.perf_counter() - t0)
-    finally:
         anchor.remove()
-    q = quality(workload.kind, out, uncached)
-    return {"label": label, "seconds": statistics.median(times), "psnr": q["psnr_mean"], "ssim": q["ssim_mean"]}
+    except A.AnchorUnavailable as e:
+        return {"label": label, "error": str(e)}, None
+
+    @contextlib.contextmanager
+    def installed() -> Any:
+        anchor.install(workload.target, steps)
+        try:
+            yield
+        finally:
+            anchor.remove()
+
+    def body(_round: int) -> torch.Tensor:
+        anchor.reset()
+        return workload.generate(inputs, DEMO_SEEDS[0])
+
+    return {"label": label}, Pass(body, around=installed)
 
 
 def run_demo(out: str = "cachekit-demo", steps: int = 50, repeats: int = 3, recipe: str | None = None,
              model: str = "digits") -> int:
-    # Denormal floats slow CPU matmuls several-fold late in sampling; flushing them applies to both
-    # runs alike (it is this process's setting, as in our training scripts).
-    torch.set_flush_denormal(True)
+    """Run the demo and print its table. Process settings are the caller's: the ``cachekit`` command
+    flushes denormal floats (they slow CPU matmuls several-fold late in sampling)."""
     if model not in DEMO_MODELS:
         raise ValueError(f"unknown demo model {model!r}; choose from {sorted(DEMO_MODELS)}")
     factory, title, unit, metric_rows = DEMO_MODELS[model]
     recipe = recipe or model
     workload = factory(steps)
     config = load_recipe(recipe).config
-    rep = evaluate(workload, config, workload.default_inputs, DEMO_SEEDS,
-                   batch_size=len(workload.default_inputs), repeats=repeats, out_dir=out)
+    anchor, anchor_pass = _anchor_pass(model, workload, workload.default_inputs, steps) \
+        if model in DEMO_ANCHORS else (None, None)
+    rep = evaluate(workload, config, workload.default_inputs, DEMO_SEEDS, batch_size=len(workload.default_inputs),
+                   repeats=repeats, out_dir=out, extra={"anchor": anchor_pass} if anchor_pass else None)
     sp, q = rep["speed"], rep["quality"]
-    anchor = _anchor_row(model, workload, workload.default_inputs, rep["_outputs"]["uncached"], steps, repeats) \
-        if model in DEMO_ANCHORS else None
+    if anchor_pass is not None:
+        from .evaluation.runner import quality
+
+        timed = rep["_extra"]["anchor"]
+        aq = quality(workload.kind, timed.first, rep["_outputs"]["uncached"])
+        anchor.update(seconds=timed.median, psnr=aq["psnr_mean"], ssim=aq["ssim_mean"])
     n = len(workload.default_inputs) * len(DEMO_SEEDS)
     psnr = "inf" if math.isinf(q["psnr_mean"]) else f"{q['psnr_mean']:.2f} dB"
     rows = [
@@ -92,7 +132,7 @@ def run_demo(out: str = "cachekit-demo", steps: int = 50, repeats: int = 3, reci
     rows += [(metric_rows.get(name, name), f"{v['uncached']:.1%}", f"{v['cached']:.1%}") for name, v in rep["extra"].items()]
     if anchor is not None:   # one more column: the best other-library cache, same run, same inputs
         if "error" in anchor:
-            extra = ["best anchor", "cannot run", "", "", "", ""]
+            extra = ["best anchor", "skipped", "", "", "", ""]
         else:
             ap = "inf" if math.isinf(anchor["psnr"]) else f"{anchor['psnr']:.2f} dB"
             extra = ["best anchor", f"{anchor['seconds']:.2f} s", f"{sp['uncached_s'] / anchor['seconds']:.2f}x",
@@ -102,7 +142,7 @@ def run_demo(out: str = "cachekit-demo", steps: int = 50, repeats: int = 3, reci
     print(f"\ncachekit demo: {title}, recipe '{recipe}': {config}")
     if anchor is not None:
         print(f"best anchor (other libraries, eval/results/compare/{model}.md): {anchor['label']}"
-              + (f": {anchor['error']}" if "error" in anchor else ""))
+              + (f": skipped: {anchor['error']}" if "error" in anchor else ""))
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip())
         if i == 0:

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
+import cachekit
 from cachekit import EasyCacheConfig, FixedIntervalConfig
-from cachekit.calibration import plan_bac, record_units
 from cachekit.evaluation import load_workload
 from cachekit.evaluation.sweep import sweep
+from cachekit.planning import plan_bac
 
 
 def _floats(text: str) -> list[float]:
@@ -53,8 +54,8 @@ def main() -> None:
     inputs = list(workload.default_inputs)
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.time()
-    rec = record_units(workload.target, [(lambda s=int(s): workload.generate(inputs, s))
-                                         for s in args.calib_seeds.split(",")])
+    rec = cachekit.record(workload.target, workload.runs(inputs, [int(s) for s in args.calib_seeds.split(",")],
+                                                         len(inputs)))
     print(f"calibrated on {len(rec.runs)} run(s) of {len(inputs)} inputs in {time.time() - t0:.0f} s", flush=True)
 
     labelled = [(f"easycache threshold={t}", EasyCacheConfig(threshold=t, warmup=args.warmup))

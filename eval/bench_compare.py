@@ -3,7 +3,7 @@
     python eval/bench_compare.py --model digits --steps 50 28 --inputs 4 --out eval/results/compare
 
 Per step count: one uncached pass, then every cachekit config (``CACHEKIT_GRID`` or ``--cachekit``)
-and every anchor setting (``cachekit.evaluation.anchors``: FirstBlockCache, MagCache calibrated on
+and every anchor setting (``eval/anchors``: FirstBlockCache, MagCache calibrated on
 this model and step count, TaylorSeer, PyramidAttentionBroadcast, FasterCache, cache-dit DBCache with
 and without its TaylorSeer calibrator). For every row: the computed fraction as Linear
 multiply-adds inside the blocks over the uncached count (one yardstick for block-, sub-block- and
@@ -21,24 +21,28 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import contextlib
 import math
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
+import anchors as A   # eval/anchors, beside this script
 import torch
 
+import cachekit
 from cachekit import api
 from cachekit.config import CacheConfig
 from cachekit.evaluation import load_workload
-from cachekit.evaluation import anchors as A
 from cachekit.evaluation.macs import count_linear_macs
-from cachekit.evaluation.report import _plt
+from cachekit.evaluation.report import pyplot
 from cachekit.evaluation.runner import applied, quality
 from cachekit.evaluation.sweep import grid_configs, pareto_front
+from cachekit.evaluation.timing import Pass, alternate
+from cachekit.planning import plan_bac, plan_erta
 
 #: method -> grid specs as ``cachekit sweep`` takes them (``sweep.grid_configs``); add a method
 #: here (or pass ``--cachekit method:key=spec:...``) to put it in the comparison.
@@ -77,16 +81,11 @@ def cachekit_configs(grid: dict[str, list[dict[str, str]]], steps: int, bac_reci
     return cfgs
 
 
-def _timed(base: Callable[[], object], row: Callable[[], object], repeats: int) -> float:
-    """Wall speedup of ``row`` over ``base``: one warm-up each, then alternating passes, medians."""
-    base(), row()
-    tb, tr = [], []
-    for _ in range(max(3, repeats)):
-        for fn, acc in ((base, tb), (row, tr)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    return statistics.median(tb) / statistics.median(tr)
+def _timed(base: Callable[[], object], row: Callable[[], object], around: Callable[[], ContextManager],
+           repeats: int) -> float:
+    """Wall speedup of ``row`` (inside ``around``: apply / install, untimed) over ``base``."""
+    tb, tr = alternate([Pass(lambda r: base()), Pass(lambda r: row(), around=around)], max(3, repeats))
+    return tb.median / tr.median
 
 
 def bench_steps(model: str, steps: int, args, log) -> list[dict]:
@@ -133,15 +132,12 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
     add("none", "uncached", {}, ref, full, 1.0)
 
     def calibrate_bac(updates: list[int]) -> list[CacheConfig]:
-        from cachekit.calibration import plan_bac, record_units
-
-        rec = record_units(wl.target, [lambda s=s: wl.generate(inputs, s) for s in args.calib_seeds]) if updates else None
-        cfgs = [plan_bac(rec, updates=m, top_n=4).config for m in updates] if updates else []
+        runs = wl.runs(inputs, args.calib_seeds, len(inputs))
+        cfgs = [plan_bac(rec, updates=m, top_n=4).config for rec in [cachekit.record(wl.target, runs)]
+                for m in updates] if updates else []
         if args.erta_fractions:   # ERTACache plans from full runs on the same calibration seeds
-            from cachekit.calibration import plan_erta, record_stack
-
-            recs, fp = record_stack(wl.target, [lambda s=s: wl.generate(inputs, s) for s in args.calib_seeds])
-            cfgs += [plan_erta(recs, fp, fraction=f).config for f in args.erta_fractions]
+            rec = cachekit.record(wl.target, runs, level="stack")
+            cfgs += [plan_erta(rec.arrays(), rec.fingerprint, fraction=f).config for f in args.erta_fractions]
         return cfgs
 
     for cfg in cachekit_configs(args.cachekit, steps, args.bac_recipe, args.bac_updates, calibrate_bac):
@@ -159,10 +155,7 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
             out, macs = torch.cat(outs), c.macs
         speed = None
         if args.time:   # apply/remove around each timed pass so uncached passes really are uncached
-            def row(cfg=cfg):
-                with applied(wl.target, cfg):
-                    return generate()
-            speed = _timed(generate, row, args.repeats)
+            speed = _timed(generate, generate, lambda cfg=cfg: applied(wl.target, cfg), args.repeats)
         params = dict(cfg.to_dict().get("settings", {}))
         if "plan" in params:   # a BAC plan: summarised, not printed
             params = {"num_steps": params.get("num_steps"), "plan": f"<{len(params['plan'])} units>"}
@@ -196,13 +189,14 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
 
 def _timed_anchor(anchor, target, steps, generate, repeats) -> float:
     """Alternate uncached passes with installed passes: install/remove around each cached pass."""
-    def row():
+    @contextlib.contextmanager
+    def installed():
         anchor.install(target, steps)
         try:
-            return generate(anchor.reset)
+            yield
         finally:
             anchor.remove()
-    return _timed(generate, row, repeats)
+    return _timed(generate, lambda: generate(anchor.reset), installed, repeats)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,7 +247,7 @@ def markdown(model: str, rows: list[dict], command: str, timed: bool, versions: 
 
 
 def plot(model: str, rows: list[dict], out: Path, timed: bool) -> None:
-    plt = _plt()
+    plt = pyplot()
     steps_list = sorted({r["steps"] for r in rows}, reverse=True)
     for name, xy, xl, yl in (
             ("speedup_psnr", lambda r: (min(r["psnr"], 60.0), _speed(r)), "PSNR vs uncached (dB)",

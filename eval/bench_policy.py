@@ -19,7 +19,8 @@ import time
 import torch
 
 from cachekit import BACConfig, EasyCacheConfig, FixedIntervalConfig
-from cachekit.calibration import plan_bac, record_units
+import cachekit
+from cachekit.planning import plan_bac
 from cachekit.evaluation.policy import evaluate_policy, load_reference_policy, rollout_observations
 
 
@@ -44,8 +45,8 @@ def main() -> None:
     t0 = time.time()
     obs = torch.cat(rollout_observations(policy, episodes=args.calib_episodes, seed=1000))
     batches = [obs[i:i + 16] for i in range(0, len(obs), 16)]
-    rec = record_units(policy, [(lambda b=b, k=k: policy.predict_action(b, generator=torch.Generator().manual_seed(k)))
-                                for k, b in enumerate(batches)])
+    rec = cachekit.record(policy, [(lambda b=b, k=k: policy.predict_action(b, generator=torch.Generator().manual_seed(k)))
+                                   for k, b in enumerate(batches)])
     print(f"recorded {len(batches)} calibration runs ({len(obs)} observation histories) in {time.time() - t0:.0f} s")
 
     configs: list[tuple[str, object]] = [] if args.no_baselines else [
@@ -55,7 +56,7 @@ def main() -> None:
         ("EasyCache tau=0.1, R=5", EasyCacheConfig(threshold=0.1, warmup=5)),
         ("EasyCache tau=0.3, R=5", EasyCacheConfig(threshold=0.3, warmup=5)),
     ]
-    units = [u.name for u in rec.units]
+    units = list(rec.columns)
     for n in (int(v) for v in args.uniform_plans.split(",") if v.strip()):
         plan = {u: sorted(set(range(0, rec.num_steps, n)) | {rec.num_steps - 1}) for u in units}
         configs.append((f"BAC runtime, uniform plan every {n}th step", BACConfig(plan=plan, num_steps=rec.num_steps,
@@ -65,7 +66,7 @@ def main() -> None:
             cal = plan_bac(rec, updates=m, top_n=args.top_n, metric=metric)
             configs.append((f"BAC M={m}, top-{args.top_n} bubbling, {metric}", cal.config))
 
-    from cachekit.reference import eval_policy as ep
+    from cachekit.reference import pointmass as ep
 
     base = ep.evaluate(policy, episodes=args.episodes, seed=0)   # deterministic: once for every config
     rows = []

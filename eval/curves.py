@@ -30,8 +30,9 @@ import numpy as np
 
 import cachekit
 from cachekit import (BlockDriftConfig, EasyCacheConfig, FixedIntervalConfig)
-from cachekit.evaluation.runner import _chunks, applied, environment, quality, run_pass
-from cachekit.evaluation.workloads import load_workload
+from cachekit.evaluation import load_workload
+from cachekit.evaluation.runner import applied, environment, quality, run_pass
+from cachekit.planning import plan_bac, plan_erta
 
 BASELINES = ("easycache", "fixed_interval", "bac")
 TARGET_FRACTIONS = (0.35, 0.5)
@@ -64,20 +65,19 @@ CALIBRATED_FRACTIONS = (0.25, 0.35, 0.5, 0.65)
 
 def calibrated(workload, inputs, seeds, batch, methods) -> dict[str, list]:
     """BAC and ERTACache plans for ``CALIBRATED_FRACTIONS`` from full runs on the calibration seeds."""
-    from cachekit.calibration import calibrate_bac, plan_erta, record_stack, record_units, plan_bac
-
-    runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in seeds for c in _chunks(inputs, batch)]
+    runs = workload.runs(inputs, seeds, batch)
     T = workload.steps
     out: dict[str, list] = {}
     if "bac" in methods:
-        rec = record_units(workload.target, runs)
+        rec = cachekit.record(workload.target, runs)
         out["bac"] = [plan_bac(rec, updates=max(2, round(f * T))).config for f in CALIBRATED_FRACTIONS]
     for name, corr in (("ertacache", "linear"), ("ertacache+scale", "scale")):
         if name in methods:
             if "_erta_rec" not in out:
-                out["_erta_rec"] = record_stack(workload.target, runs)
-            recs, fp = out["_erta_rec"]
-            out[name] = [plan_erta(recs, fp, fraction=f, correction=corr).config for f in CALIBRATED_FRACTIONS]
+                out["_erta_rec"] = cachekit.record(workload.target, runs, level="stack")
+            rec = out["_erta_rec"]
+            out[name] = [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, correction=corr).config
+                         for f in CALIBRATED_FRACTIONS]
     out.pop("_erta_rec", None)
     return out
 

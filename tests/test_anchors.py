@@ -102,7 +102,7 @@ _PIPES = {}
 def _pipe(kind):
     """(pipe, run, uncached output, uncached multiply-adds), built once per module."""
     if kind not in _PIPES:
-        from cachekit.evaluation.anchors import block_modules
+        from anchors import block_modules
 
         pipe, run = _tiny_digits() if kind == "digits" else _tiny_video()
         with count_linear_macs(block_modules(pipe)) as c:
@@ -134,7 +134,7 @@ def _snapshot(module):
 @pytest.mark.parametrize("kind", ["digits", "video"])
 @pytest.mark.parametrize("method,params", _CASES, ids=[f"{m}-{p.get('identifiers', '')}" for m, p in _CASES])
 def test_anchor_reuses_and_removes_cleanly(kind, method, params):
-    from cachekit.evaluation import anchors as A
+    import anchors as A
 
     grid = {**A.DIFFUSERS_GRID, **A.CACHE_DIT_GRID}
     cls = grid[method][0]

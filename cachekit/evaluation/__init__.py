@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..config import CacheConfig
 from . import report as _report
+from .loading import load_workload
 from .runner import compare, environment, quality
 from .shard import distributed_state, merge_outputs, merge_speed
-from .workloads import Workload, WorkloadError, load_workload, read_inputs
+from .timing import Pass
+from .workloads import Workload, WorkloadError, read_inputs
 
-__all__ = ["evaluate", "Workload", "WorkloadError", "load_workload", "read_inputs"]
+__all__ = ["evaluate", "Workload", "WorkloadError", "load_workload", "read_inputs", "Pass"]
 
 
 def evaluate(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: Sequence[int], *,
              batch_size: int, repeats: int = 3, out_dir: str | Path | None = None,
-             progress: bool = True, command: str | None = None) -> dict:
-    """Compare ``workload`` uncached and cached; write the report files when ``out_dir`` is given."""
+             progress: bool = True, command: str | None = None, extra: Mapping[str, Pass] | None = None) -> dict:
+    """Compare ``workload`` uncached and cached; write the report files when ``out_dir`` is given.
+    ``extra``: more passes timed in the same rounds (``runner.compare_many``); their timings are
+    returned under ``rep["_extra"]``, not written (one process only)."""
     from tqdm.auto import tqdm
 
     state = distributed_state()
+    if state is not None and extra:
+        raise ValueError("evaluate: extra passes are timed in one process only, not in a sharded run")
     shard = list(inputs)
     if state is not None:
         with state.split_between_processes(list(inputs)) as mine:
@@ -30,7 +36,7 @@ def evaluate(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: S
         n_chunks = -(-len(shard) // batch_size) * len(seeds)
         with tqdm(total=2 * max(1, repeats) * n_chunks, desc=f"eval {workload.name}",
                   disable=not progress or (state is not None and not state.is_main_process), unit="batch") as bar:
-            res = compare(workload, config, shard, seeds, batch_size, repeats, bar)
+            res = compare(workload, config, shard, seeds, batch_size, repeats, bar, extra)
     if state is not None:
         from accelerate.utils import gather_object
 
@@ -76,4 +82,5 @@ def evaluate(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: S
         _report.write_json(rep, out / "report.json")
         (out / "report.md").write_text(_report.markdown(rep))
     rep["_outputs"] = {"uncached": ref.outputs, "cached": got.outputs, "plan": got.plan, "steps": got.steps}
+    rep["_extra"] = res.get("extra") or {}
     return rep

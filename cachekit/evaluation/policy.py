@@ -9,7 +9,6 @@ plus how far the cached actions land from the uncached ones for the same observa
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from .. import api
 from ..config import CacheConfig
 from . import report as _report
 from .runner import applied, environment
+from .timing import Pass, alternate
 
 
 def load_reference_policy() -> Any:
@@ -30,7 +30,7 @@ def load_reference_policy() -> Any:
 def rollout_observations(policy: Any, episodes: int, seed: int) -> list[torch.Tensor]:
     """Observation histories met by the uncached policy in closed loop (one per prediction):
     calibration inputs that cover whole trajectories, not only initial states."""
-    from ..reference import eval_policy as ep
+    from ..reference import pointmass as ep
 
     seen: list[torch.Tensor] = []
     original = policy.predict_action
@@ -47,34 +47,23 @@ def rollout_observations(policy: Any, episodes: int, seed: int) -> list[torch.Te
     return seen
 
 
-def _time_call(policy: Any, obs: torch.Tensor) -> float:
-    import time
-
-    t0 = time.perf_counter()
-    policy.predict_action(obs, generator=torch.Generator().manual_seed(0))
-    return time.perf_counter() - t0
-
-
 def evaluate_policy(config: CacheConfig, *, episodes: int = 50, seed: int = 0, repeats: int = 5,
                     out_dir: str | Path | None = None, command: str | None = None, policy: Any = None,
                     baseline: dict | None = None) -> dict:
     """Uncached vs ``config`` on the shipped policy (or ``policy``). ``baseline``: the uncached
-    closed-loop result for the same episodes and seed (``eval_policy.evaluate``), when a caller
+    closed-loop result for the same episodes and seed (``pointmass.evaluate``), when a caller
     compares several configs and has it already; the closed loop is deterministic, so it is the
     same numbers as running it again."""
-    from ..reference import eval_policy as ep
+    from ..reference import pointmass as ep
 
     policy = policy or load_reference_policy()
     obs1 = rollout_observations(policy, episodes=1, seed=10_000)[0][:1]   # a real state, batch 1
-    _time_call(policy, obs1)                                              # warm-up
-    with applied(policy, config):
-        _time_call(policy, obs1)
-    t_unc, t_cac = [], []
-    for _ in range(repeats):
-        t_unc.append(_time_call(policy, obs1))
-        with applied(policy, config):
-            t_cac.append(_time_call(policy, obs1))
-    unc, cac = statistics.median(t_unc), statistics.median(t_cac)
+
+    def predict(_round: int) -> torch.Tensor:
+        return policy.predict_action(obs1, generator=torch.Generator().manual_seed(0))
+
+    timed_unc, timed_cac = alternate([Pass(predict), Pass(predict, around=lambda: applied(policy, config))], repeats)
+    unc, cac, t_unc, t_cac = timed_unc.median, timed_cac.median, timed_unc.times, timed_cac.times
 
     base = baseline if baseline is not None else ep.evaluate(policy, episodes=episodes, seed=seed)
     counts = [0, 0]
@@ -109,7 +98,7 @@ def evaluate_policy(config: CacheConfig, *, episodes: int = 50, seed: int = 0, r
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         rep["files"] = {"json": "report.json", "markdown": "report.md"}
-        (out / "report.json").write_text(json.dumps(_report._plain(rep), indent=2))
+        (out / "report.json").write_text(json.dumps(_report.plain(rep), indent=2))
         (out / "report.md").write_text(markdown(rep))
     return rep
 

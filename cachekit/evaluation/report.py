@@ -15,12 +15,12 @@ REQUIRED_KEYS = ("schema", "model", "kind", "config", "inputs", "seeds", "steps"
                  "per_step_error", "environment", "files")
 
 
-def _plain(x: Any) -> Any:
+def plain(x: Any) -> Any:
     """JSON-safe: numpy to Python, non-finite floats to strings ("inf"), tuples to lists."""
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [plain(v) for v in x]
     if isinstance(x, (np.floating, np.integer, np.bool_)):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -32,7 +32,7 @@ def write_json(report: dict, path: Path) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in report]
     if missing:
         raise ValueError(f"report lacks {missing}")
-    path.write_text(json.dumps(_plain(report), indent=2))
+    path.write_text(json.dumps(plain(report), indent=2))
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -76,7 +76,8 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display here), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +88,7 @@ def _plt():
 
 def save_samples(ref: torch.Tensor, cached: torch.Tensor, path: Path, max_items: int = 10) -> None:
     """Images: uncached (top) over cached (bottom). Video: the first clip's frames, same order."""
-    plt = _plt()
+    plt = pyplot()
     if ref.dim() == 5:
         ref, cached = ref[0], cached[0]
     n = min(max_items, ref.shape[0])
@@ -107,7 +108,7 @@ def save_samples(ref: torch.Tensor, cached: torch.Tensor, path: Path, max_items:
 
 def save_plan(plan: np.ndarray, steps: np.ndarray, block_names: list[str] | None, path: Path, title: str = "") -> None:
     """Heatmap of one generation's plan: rows = model calls (labelled by step), columns = blocks."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(12, 2 + 0.35 * plan.shape[1]), min(10, 1.5 + 0.12 * plan.shape[0])))
     ax.imshow(plan.astype(float), aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xlabel("block")
@@ -121,7 +122,7 @@ def save_plan(plan: np.ndarray, steps: np.ndarray, block_names: list[str] | None
 
 
 def save_error_curve(per_step: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot([p["call"] for p in per_step], [p["rel_l1"] for p in per_step], marker=".")
     ax.set_xlabel("model call")

@@ -1,8 +1,8 @@
 """Run a workload uncached and cached with identical seeds; time both in the same process.
 
-Speed: one untimed warm-up of each, then ``repeats`` alternating uncached / cached passes, median
-wall time of each (these machines are noisy: a ratio taken in one run is the only fair figure).
-Quality: the cached outputs against the uncached ones, per sample.
+Speed: ``timing.alternate`` (one untimed warm-up, then ``repeats`` alternating uncached / cached
+passes, median wall time of each: these machines are noisy, a ratio taken in one run is the only
+fair figure). Quality: the cached outputs against the uncached ones, per sample.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,24 +21,20 @@ from .. import api
 from ..adapters import find_model
 from ..config import CacheConfig
 from ..metrics import (dynamic_degree, mean_finite, motion_smoothness, psnr, ssim, temporal_flickering)
-from .workloads import Workload
+from .timing import Pass, alternate
+from .workloads import Workload, chunks
 
-__all__ = ["PassResult", "run_pass", "compare", "compare_many", "quality", "environment"]
+__all__ = ["PassResult", "run_pass", "compare", "compare_many", "quality", "environment", "applied"]
 
 
 @dataclass
 class PassResult:
     outputs: torch.Tensor
-    seconds: float
     computed_fraction: float = 1.0
     plan: np.ndarray | None = None     # first generation's (calls x blocks) plan
     steps: np.ndarray | None = None    # step of each call of the first generation
     latents: list[torch.Tensor] = field(default_factory=list)  # model input per call, first generation
     peak_mb: float | None = None       # CUDA: peak allocated during the pass; None on CPU
-
-
-def _chunks(items: Sequence, size: int) -> list[Sequence]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -65,8 +59,8 @@ def applied(target: Any, config: CacheConfig) -> Iterator[None]:
 
 def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_size: int,
              cached: bool, record: bool = False, on_chunk: Callable[[], None] | None = None) -> PassResult:
-    """One pass over all inputs and seeds. ``record`` keeps the model's input latent at every call
-    of the first generation (for the per-step error curve)."""
+    """One pass over all inputs and seeds (untimed: ``timing.alternate`` times it). ``record`` keeps
+    the model's input latent at every call of the first generation (for the per-step error curve)."""
     latents: list[torch.Tensor] = []
     handle = None
     if record:
@@ -76,12 +70,10 @@ def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_s
     outs, computed, total, plan, steps = [], 0, 0, None, None
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     if cuda:
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
     try:
         for seed in seeds:
-            for chunk in _chunks(list(inputs), batch_size):
+            for chunk in chunks(list(inputs), batch_size):
                 outs.append(workload.generate(chunk, seed))
                 if handle is not None:
                     handle.remove()
@@ -96,51 +88,41 @@ def run_pass(workload: Workload, inputs: Sequence, seeds: Sequence[int], batch_s
     finally:
         if handle is not None:
             handle.remove()
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-    return PassResult(torch.cat(outs), seconds, computed / total if total else 1.0, plan, steps, latents, peak)
+    return PassResult(torch.cat(outs), computed / total if total else 1.0, plan, steps, latents, peak)
 
 
 def compare_many(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, seeds: Sequence[int],
-                 batch_size: int, repeats: int = 3, progress: Any = None) -> dict:
+                 batch_size: int, repeats: int = 3, progress: Any = None,
+                 extra: Mapping[str, Pass] | None = None) -> dict:
     """One shared uncached baseline against each config: speed, computed fraction, outputs,
-    per-step error. Each repeat runs the baseline once, then every config, so all ratios come
-    from the same stretch of machine time."""
+    per-step error. Each repeat runs the baseline once, then every config, then every ``extra``
+    pass (e.g. another library's cache: ``Pass(body, around=install)``), so all ratios come from
+    the same stretch of machine time; ``res["extra"][name]`` is its ``timing.Timed``."""
     tick = (lambda: progress.update(1)) if progress is not None else None
-
-    def cached_pass(config: CacheConfig, record: bool = False) -> PassResult:
-        with applied(workload.target, config):
-            return run_pass(workload, inputs, seeds, batch_size, True, record, tick)
-
-    # warm-up (untimed): first calls pay for lazy initialisation and allocator growth
     first = list(inputs)[:batch_size]
-    workload.generate(first, seeds[0])
-    with applied(workload.target, configs[0]):
-        workload.generate(first, seeds[0])
-    base_times: list[float] = []
-    times: list[list[float]] = [[] for _ in configs]
-    ref, got = None, [None] * len(configs)
-    for r in range(max(1, repeats)):
-        u = run_pass(workload, inputs, seeds, batch_size, False, record=r == 0, on_chunk=tick)
-        base_times.append(u.seconds)
-        ref = ref or u   # outputs are deterministic: the first repeat's serve for quality
-        for k, cfg in enumerate(configs):
-            c = cached_pass(cfg, record=r == 0)
-            times[k].append(c.seconds)
-            got[k] = got[k] or c
-    base = statistics.median(base_times)
+
+    def body(cached: bool) -> Callable[[int], Any]:
+        # warm-up (-1): one batch, enough for lazy initialisation; round 0 records latents
+        return lambda r: (workload.generate(first, seeds[0]) if r < 0 else
+                          run_pass(workload, inputs, seeds, batch_size, cached, record=r == 0, on_chunk=tick))
+
+    passes = [Pass(body(False))]
+    passes += [Pass(body(True), around=lambda cfg=cfg: applied(workload.target, cfg), warmup=k == 0)
+               for k, cfg in enumerate(configs)]
+    passes += list((extra or {}).values())
+    timed = alternate(passes, repeats)
+    base, ref = timed[0], timed[0].first
     results = []
     for k in range(len(configs)):
-        med, g = statistics.median(times[k]), got[k]
+        t, g = timed[1 + k], timed[1 + k].first
         results.append({
             "cached": g,
             "speed": {
-                "uncached_s": base, "cached_s": med, "speedup": base / med,
+                "uncached_s": base.median, "cached_s": t.median, "speedup": base.median / t.median,
                 "computed_fraction": g.computed_fraction,
                 "ideal_speedup": 1 / g.computed_fraction if g.computed_fraction else math.inf,
-                "repeats": repeats, "times_s": {"uncached": base_times, "cached": times[k]},
+                "repeats": repeats, "times_s": {"uncached": base.times, "cached": t.times},
                 "peak_memory_mb": {"uncached": ref.peak_mb, "cached": g.peak_mb,
                                    "process_max_rss_mb": _max_rss_mb(),
                                    "note": None if ref.peak_mb is not None else
@@ -149,7 +131,8 @@ def compare_many(workload: Workload, configs: Sequence[CacheConfig], inputs: Seq
             },
             "per_step_error": _per_step(ref, g),
         })
-    return {"ref": ref, "results": results}
+    return {"ref": ref, "results": results, "extra": dict(zip(extra or {}, timed[1 + len(configs):])),
+            "uncached_times": base}
 
 
 def _max_rss_mb() -> float | None:
@@ -171,10 +154,10 @@ def _per_step(ref: PassResult, got: PassResult) -> list[dict]:
 
 
 def compare(workload: Workload, config: CacheConfig, inputs: Sequence, seeds: Sequence[int],
-            batch_size: int, repeats: int = 3, progress: Any = None) -> dict:
+            batch_size: int, repeats: int = 3, progress: Any = None, extra: Mapping[str, Pass] | None = None) -> dict:
     """Uncached vs one config (see ``compare_many``)."""
-    res = compare_many(workload, [config], inputs, seeds, batch_size, repeats, progress)
-    return {"ref": res["ref"], **res["results"][0]}
+    res = compare_many(workload, [config], inputs, seeds, batch_size, repeats, progress, extra)
+    return {"ref": res["ref"], "extra": res["extra"], **res["results"][0]}
 
 
 def quality(kind: str, cached: torch.Tensor, ref: torch.Tensor) -> dict:

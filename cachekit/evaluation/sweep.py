@@ -95,7 +95,7 @@ def sweep(workload: Workload, configs: Sequence[CacheConfig], inputs: Sequence, 
            "inputs": [str(i) for i in inputs], "seeds": list(seeds), "steps": workload.steps,
            "extra_uncached": uncached_extra, "rows": rows, "environment": environment(command),
            "files": {"json": "sweep.json", "markdown": "sweep.md", "plot": "pareto.png"}}
-    (out / "sweep.json").write_text(json.dumps(_report._plain(rep), indent=2))
+    (out / "sweep.json").write_text(json.dumps(_report.plain(rep), indent=2))
     (out / "sweep.md").write_text(markdown(rep))
     _plot(rows, out / "pareto.png", workload.name)
     return rep
@@ -127,7 +127,7 @@ def _short(value) -> str:
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:
-    plt = _report._plt()
+    plt = _report.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in sorted({r["method"] for r in rows}):
         pts = sorted((min(r["psnr_mean"], 99.0), r["speedup"]) for r in rows if r["method"] == method)

@@ -22,7 +22,7 @@ from typing import Sequence
 from ..adapters import find_model
 from ..config import CacheConfig, config_classes
 from ..recipe import save_recipe
-from .runner import _chunks, applied, compare, environment, quality, run_pass
+from .runner import applied, compare, environment, quality, run_pass
 from .workloads import Workload
 
 SEARCH_SPACES: dict[str, dict[str, list]] = {
@@ -65,11 +65,11 @@ def calibrated_candidates(workload: Workload, methods: Sequence[str], inputs: Se
     """ERTACache plans fitted on full runs of the calibration inputs (never the held-out ones)."""
     if "ertacache" not in methods:
         return []
-    from ..calibration import plan_erta, record_stack
+    from ..api import record
+    from ..planning import plan_erta
 
-    recs, fingerprint = record_stack(workload.target, [(lambda c=c, s=s: workload.generate(c, s))
-                                                       for s in seeds for c in _chunks(list(inputs), batch_size)])
-    return [plan_erta(recs, fingerprint, fraction=f).config for f in SEARCH_SPACES["ertacache"]["fraction"]]
+    rec = record(workload.target, workload.runs(inputs, seeds, batch_size), level="stack")
+    return [plan_erta(rec.arrays(), rec.fingerprint, fraction=f).config for f in SEARCH_SPACES["ertacache"]["fraction"]]
 
 
 def _passes(q: dict, target_psnr: float | None, max_ssim_drop: float | None) -> bool:
@@ -128,9 +128,9 @@ def tune(workload: Workload, methods: Sequence[str], calib_inputs: Sequence, cal
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_suffix(".tune.json")
     env = environment(command)
-    from .report import _plain
+    from .report import plain
 
-    log_path.write_text(json.dumps(_plain({"target_psnr": target_psnr, "max_ssim_drop": max_ssim_drop,
+    log_path.write_text(json.dumps(plain({"target_psnr": target_psnr, "max_ssim_drop": max_ssim_drop,
                                            "environment": env, **log}), indent=2))
     if winner is None:
         best = max(scored, key=lambda s: s["psnr_mean"] if s["computed_fraction"] < 1 else -math.inf)
@@ -147,7 +147,7 @@ def tune(workload: Workload, methods: Sequence[str], calib_inputs: Sequence, cal
             k: v["holdout"][k] for k in ("speedup", "computed_fraction", "psnr_mean", "ssim_mean")}},
         "steps": workload.steps, "model": workload.name, "device": env["device"],
     }
-    save_recipe(s["config"], out, models=(model_cls,), measured=_plain(measured),
+    save_recipe(s["config"], out, models=(model_cls,), measured=plain(measured),
                 source=f"measured by `{env['command']}` on {workload.name} ({env['device']})",
                 notes=f"fastest of {len(cands)} candidate settings meeting the target on calibration "
                       f"inputs that also met it on held-out inputs; log: {log_path.name}")

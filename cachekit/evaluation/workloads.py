@@ -1,22 +1,21 @@
 """What to run: a model plus the way to turn inputs into outputs, for ``cachekit eval | sweep | tune``.
 
 A ``Workload`` hides where the model came from (a shipped reference model, a local diffusers folder,
-a Hub id already in the local cache, or a ``module:function`` of the user's) behind one call:
+a Hub id already in the local cache, or a ``module:function`` of the user's: ``loading.py``) behind
+one call:
 ``generate(inputs, seed) -> tensor in [0, 1]`` shaped (N, C, H, W) for images or (N, F, C, H, W)
 for video.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Workload", "WorkloadError", "load_workload", "pipeline_workload", "read_inputs"]
+__all__ = ["Workload", "WorkloadError", "pipeline_workload", "read_inputs", "chunks"]
 
 
 class WorkloadError(ValueError):
@@ -44,6 +43,16 @@ class Workload:
     default_inputs: list = field(default_factory=list)
     steps: int | None = None
     extra_metrics: Callable[[torch.Tensor, Sequence], dict] | None = None
+
+    def runs(self, inputs: Sequence, seeds: Sequence[int], batch_size: int) -> list[Callable[[], torch.Tensor]]:
+        """One callable per seed and batch of ``batch_size`` inputs, each one generation (what
+        ``cachekit.record`` takes), in the order ``run_pass`` runs them."""
+        return [(lambda c=c, s=s: self.generate(c, s)) for s in seeds for c in chunks(list(inputs), batch_size)]
+
+
+def chunks(items: Sequence, size: int) -> list[Sequence]:
+    """``items`` in batches of ``size`` (the last may be shorter)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _to_unit_tensor(result: Any) -> torch.Tensor:
@@ -80,53 +89,6 @@ def pipeline_workload(pipe: Any, name: str, steps: int | None = None) -> Workloa
 
     kind = "video" if "video" in type(pipe).__name__.lower() or "wan" in type(pipe).__name__.lower() else "image"
     return Workload(name, kind, pipe, generate, ["a photo of a cat"], steps)
-
-
-def _reference(name: str, steps: int | None) -> Workload:
-    if name == "digits":
-        from .reference_models import digits_workload
-        return digits_workload(steps)
-    if name == "video":
-        from .reference_models import video_workload
-        return video_workload(steps)
-    raise WorkloadError(f"unknown reference model {name!r}; shipped: digits, video")
-
-
-REFERENCE_MODELS = ("digits", "video")
-
-
-def load_workload(spec: str, steps: int | None = None) -> Workload:
-    """``digits`` (a shipped reference model), ``path/to/diffusers_folder``, ``org/name`` (a Hub id
-    already in the local cache; never downloaded here), or ``package.module:function`` returning a
-    pipeline or a ``Workload``."""
-    if spec in REFERENCE_MODELS:
-        return _reference(spec, steps)
-    if ":" in spec and not Path(spec).exists():
-        mod_name, _, fn_name = spec.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as e:
-            raise WorkloadError(f"cannot load model {spec!r}: {e}") from None
-        obj = fn()
-        return obj if isinstance(obj, Workload) else pipeline_workload(obj, spec, steps)
-    try:
-        from diffusers import DiffusionPipeline
-    except ImportError:
-        raise WorkloadError("loading a diffusers model needs diffusers: pip install 'cachekit[diffusers]'") from None
-    if Path(spec).is_dir():
-        pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=True)
-        return pipeline_workload(pipe, spec, steps)
-    if spec.count("/") == 1 and not Path(spec).exists():
-        try:
-            pipe = DiffusionPipeline.from_pretrained(spec, local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - huggingface_hub raises several types here
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise WorkloadError(f"model {spec!r} is not in the local Hugging Face cache"
-                                f"{' (HF_HUB_OFFLINE=1)' if offline else ''}; cachekit never downloads: "
-                                f"fetch it first ({type(e).__name__})") from None
-        return pipeline_workload(pipe, spec, steps)
-    raise WorkloadError(f"unknown model {spec!r}: give a reference name ({', '.join(REFERENCE_MODELS)}), "
-                        f"a diffusers folder, a cached Hub id, or module:function")
 
 
 def read_inputs(path: str) -> list[str]:
