@@ -156,3 +156,34 @@ def test_compile_argument_is_checked(bad, error):
     with pytest.raises(error, match="compile"):
         cachekit.apply(m, FixedIntervalConfig(), compile=bad)
     assert "_cachekit_session" not in vars(m)
+
+
+def test_private_frame_hole_is_gated_on_the_torch_version():
+    from cachekit.runtime.compile import frame_setter
+
+    assert frame_setter("2.3.1") is None and frame_setter("2.15.0") is None
+    assert callable(frame_setter())   # the torch under test is in the range the hole was run on
+
+
+@pytest.mark.parametrize("outer", [False, True])
+def test_public_fallback_keeps_outputs(monkeypatch, outer):
+    """Outside the tested torch range the hooks are torch.compiler.disable (recursive): apply's own
+    compile and a user's outer torch.compile still give the eager cached outputs."""
+    from cachekit.runtime import compile as ck_compile
+    from toy import Toy
+
+    def run(m, call):
+        cachekit.reset(m, num_steps=5)
+        with torch.no_grad():
+            return torch.stack([call(torch.ones(2, 3), torch.tensor(float(t))) for t in range(5, 0, -1)])
+
+    eager = Toy()
+    cachekit.apply(eager, REUSE)
+    ref = run(eager, eager)
+    monkeypatch.setattr(ck_compile, "frame_setter", lambda version=None: None)
+    m = Toy()
+    cachekit.apply(m, REUSE, compile=False if outer else {"backend": "eager"})
+    call = torch.compile(m, backend="eager") if outer else m
+    assert torch.equal(run(m, call), ref) and cachekit.stats(m).plan.tolist() == cachekit.stats(eager).plan.tolist()
+    cachekit.remove(m)
+    assert "forward" not in vars(m)

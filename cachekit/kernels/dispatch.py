@@ -35,9 +35,19 @@ _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_TERMS = 4  # the reuse kernel has 4 term pointers (residual + up to 3 forecast differences)
 
 
+def _env_backend() -> str:
+    return os.environ.get(ENV_VAR, "auto")
+
+
+# Under torch.compile the env var is read once, at trace time, as a constant: the mark is what
+# torch._dynamo.assume_constant_result sets (an attribute: nothing is imported). Without it torch
+# 2.4's dynamo fails to trace os.environ.get ("Unsupported constant fold exception: KeyError").
+_env_backend._dynamo_marked_constant = True
+
+
 def resolve_backend(backend: Optional[str] = None) -> str:
     """The backend name to use: ``backend``, or ``$CACHEKIT_KERNELS`` (default "auto") when None."""
-    name = os.environ.get(ENV_VAR, "auto") if backend is None else backend
+    name = _env_backend() if backend is None else backend
     if name not in BACKENDS:
         source = f"{ENV_VAR}={name!r}" if backend is None else f"backend={name!r}"
         raise ValueError(f"cachekit kernels: unknown {source}; expected one of {', '.join(BACKENDS)}")

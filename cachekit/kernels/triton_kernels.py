@@ -16,7 +16,9 @@ small buffer (one per block: 12k for a Wan-1.3B 32760x1536 stream at 4096 per bl
 program then sums those in a fixed order and divides by n. No atomics, no host sync.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: Triton 3.0 (torch 2.4's) reads ``tl.constexpr``
+# from the evaluated annotations, and string annotations left BLOCK a plain int in its interpreter.
+from typing import Optional
 
 import torch
 import triton
@@ -142,7 +144,7 @@ def drift_stats(a: torch.Tensor, b: torch.Tensor, *, block: int = REDUCE_BLOCK,
     return _finish(partials, n, num_blocks, a.device, finish_block)
 
 
-def residual_with_stats(out: torch.Tensor, inp: torch.Tensor, ref: torch.Tensor | None, *,
+def residual_with_stats(out: torch.Tensor, inp: torch.Tensor, ref: Optional[torch.Tensor], *,
                         block: int = REDUCE_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
     """``r = out - inp`` (out's dtype) and ``[mean|r - ref|, mean|ref|]`` in one pass (ref None: ref = r)."""
     n = out.numel()

@@ -71,14 +71,39 @@ def compiled_impl(impl: Callable, original: Callable, options: dict) -> Callable
     return run
 
 
-def eager_only(impl: Callable) -> Callable:
+#: torch versions on which ``torch._C._dynamo.eval_frame.set_eval_frame`` was run as ``eager_only``
+#: uses it (the test suite: 2.4.1 and 2.13.0 on CPU, 2.11 on the GPU machine). Outside this range
+#: the public fallback is used.
+FRAME_HOLE_TORCH = ("2.4", "2.15")
+
+
+def frame_setter(version: str | None = None) -> Callable | None:
+    """torch's private frame-callback setter (what ``torch.compiler.disable`` runs inside), or None
+    when this torch is outside ``FRAME_HOLE_TORCH`` or does not have it."""
+    from torch.torch_version import TorchVersion
+
+    v = TorchVersion(version or torch.__version__)
+    if not (FRAME_HOLE_TORCH[0] <= v < FRAME_HOLE_TORCH[1]):
+        return None
+    module = getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None)  # an attribute, not importable, on 2.4
+    setter = getattr(module, "set_eval_frame", None)
+    return setter if callable(setter) else None
+
+
+def eager_only(impl: Callable, setter: Callable | None | bool = True) -> Callable:
     """The hook body run eagerly under any ``torch.compile``: for dynamo tracing a caller it is a
     graph break (``torch.compiler.disable(recursive=False)``); while it runs, dynamo's frame
     callback is off for cachekit's own frames (the bookkeeping it calls would otherwise be compiled
     as frames of their own, guarded on the step count) and back on for the original forward it
     calls, which an outer ``torch.compile`` still compiles. This is what ``torch.compiler.disable``
-    does inside (``set_eval_frame``), with a hole for the original; one C call when nothing compiles."""
-    from torch._C._dynamo.eval_frame import set_eval_frame
+    does inside (``set_eval_frame``), with a hole for the original; one C call when nothing compiles.
+
+    ``setter``: True = ``frame_setter()``; None = the public fallback, ``torch.compiler.disable``
+    (recursive): as correct, but under an outer ``torch.compile`` the forwards the hook calls then
+    run eagerly too (``apply(compile=True)`` still compiles them: they are compiled objects)."""
+    set_eval_frame = frame_setter() if setter is True else setter
+    if set_eval_frame is None:
+        return torch.compiler.disable(impl, recursive=True)
 
     def run(original: Callable, args: tuple, kwargs: dict) -> Any:
         callback = set_eval_frame(None)
