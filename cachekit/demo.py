@@ -48,8 +48,10 @@ DEMO_ANCHORS = {
 ANCHORS_DIR = Path(__file__).resolve().parents[1] / "eval" / "anchors"
 
 
-def load_anchors(path: Path = ANCHORS_DIR) -> tuple[ModuleType | None, str]:
-    """The ``eval/anchors`` package of the repository beside this install, or (None, why not)."""
+def load_anchors(path: Path | None = None) -> tuple[ModuleType | None, str]:
+    """The ``eval/anchors`` package of the repository beside this install (or at ``path``), or
+    (None, why not)."""
+    path = ANCHORS_DIR if path is None else Path(path)
     init = path / "__init__.py"
     if not init.is_file():
         return None, f"{path} not found (the comparison needs a checkout of the repository)"

@@ -90,6 +90,18 @@ def test_demo_on_the_video_model(tmp_path, capsys):
     assert (tmp_path / "samples.png").stat().st_size > 0
 
 
+def test_demo_skips_the_anchor_column_with_one_line_when_adapters_are_missing(tmp_path, capsys, monkeypatch):
+    from cachekit import demo
+
+    monkeypatch.setattr(demo, "ANCHORS_DIR", tmp_path / "no-such-folder")
+    assert demo.load_anchors()[0] is None
+    assert demo.run_demo(out=str(tmp_path / "d"), steps=2, repeats=1) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("best anchor"))
+    assert "skipped: " in line and "no-such-folder not found" in line
+    assert "speedup" in text
+
+
 def test_demo_refuses_an_unknown_model(tmp_path):
     from cachekit.demo import run_demo
     with pytest.raises(ValueError, match="unknown demo model 'policy'"):
