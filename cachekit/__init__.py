@@ -13,6 +13,7 @@ from .config import CacheConfig, ConfigError
 from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig
 from .recipe import Recipe, RecipeError, load_recipe, packaged_recipes, save_recipe
 from .recording import Recording
+from .runtime.guards import CacheBudgetError, CompositionError, ConcurrencyError
 from .runtime.stats import CacheStats
 
 __version__ = "0.1.0"
@@ -23,4 +24,5 @@ __all__ = [
     "ModelLayout", "BlockIO", "BlockUnits", "CacheStats", "Recording", "Recipe",
     "load_recipe", "save_recipe", "packaged_recipes",
     "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",
+    "CompositionError", "ConcurrencyError", "CacheBudgetError",
 ]

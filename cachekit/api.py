@@ -50,7 +50,7 @@ def _resolve_config(config: CacheConfig | str | Path | None, model_class: str) -
 
 
 def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], layout: ModelLayout | None,
-             compile_opts: dict | None) -> Session:
+             compile_opts: dict | None, **session_options: Any) -> Session:
     """What ``apply`` and ``record`` share: check, resolve, bind the method, hook. ``method`` may be
     a factory of the model class name (so a recipe is only looked up once the model is known)."""
     model, _ = find_model(target)
@@ -70,13 +70,15 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     blocks = list(resolved.blocks)
     units = find_units(blocks) if method.granularity == "unit" else None
     method.bind(model, tuple(u.name for u in units) if units else tuple(b.name for b in blocks))
-    session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units)
+    session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units,
+                      pipeline=resolved.pipeline, **session_options)
     session.install([model] if target is model else [model, target], compile_opts)
     return session
 
 
 def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
-          layout: ModelLayout | None = None, compile: bool | dict = False) -> Any:
+          layout: ModelLayout | None = None, compile: bool | dict = False, max_cache_bytes: int | None = None,
+          keep_cache: bool = False) -> Any:
     """Install caching hooks on ``target``'s transformer blocks; returns ``target``.
 
     Args:
@@ -92,12 +94,23 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
             so steps and generations cause no recompiles. A dict passes ``torch.compile`` options
             (``mode``, ``backend``, ``dynamic``, ``fullgraph``, ``options``). A block compiled with
             ``.compile()`` (diffusers' ``compile_repeated_blocks``) is compiled by cachekit instead
-            until ``remove``. The model outside the blocks stays eager.
+            until ``remove``. The model outside the blocks stays eager. CUDA-graph modes
+            ("reduce-overhead", "max-autotune") are refused: a graph's outputs are overwritten at
+            its next replay, and cachekit keeps outputs across steps.
+        max_cache_bytes: refuse (``CacheBudgetError``, one line with the estimate) a generation
+            whose cache would hold more: projected from the first cached tensor of each CFG branch,
+            before it is kept.
+        keep_cache: keep a pipeline generation's cached tensors after its last step (default: freed
+            when the scheduler's last step returns; ``stats`` reports what they held).
 
     Nothing is changed when this raises. Hooks live on the instances only.
     """
     compile_opts = compile_options(compile)
-    _install(target, lambda model_class: method_for(_resolve_config(config, model_class)), layout, compile_opts)
+    if max_cache_bytes is not None and (isinstance(max_cache_bytes, bool) or not isinstance(max_cache_bytes, int)
+                                        or max_cache_bytes < 1):
+        raise ValueError(f"cachekit.apply: max_cache_bytes must be an int >= 1, got {max_cache_bytes!r}")
+    _install(target, lambda model_class: method_for(_resolve_config(config, model_class)), layout, compile_opts,
+             keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes)
     return target
 
 

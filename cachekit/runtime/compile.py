@@ -22,6 +22,8 @@ import torch
 
 # torch.compile's keyword arguments that ``apply(compile=dict(...))`` passes through.
 COMPILE_KEYS = ("fullgraph", "dynamic", "backend", "mode", "options")
+# torch.compile modes that capture CUDA graphs (inductor's "max-autotune" turns them on too)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def compile_options(compile: bool | dict | None) -> dict | None:
@@ -34,6 +36,11 @@ def compile_options(compile: bool | dict | None) -> dict | None:
         unknown = sorted(set(compile) - set(COMPILE_KEYS))
         if unknown:
             raise ValueError(f"cachekit.apply: unknown compile option {unknown[0]!r}; allowed: {', '.join(COMPILE_KEYS)}")
+        mode, options = compile.get("mode"), compile.get("options") or {}
+        if mode in CUDA_GRAPH_MODES or options.get("triton.cudagraphs"):
+            raise ValueError(f"cachekit.apply: compile {'mode ' + repr(mode) if mode in CUDA_GRAPH_MODES else 'option triton.cudagraphs'} "
+                             f"replays CUDA graphs, whose outputs are overwritten at the next replay while cachekit "
+                             f"keeps them across steps; use mode='default' or 'max-autotune-no-cudagraphs'")
         return dict(compile)
     raise TypeError(f"cachekit.apply: compile must be True, False or a dict of torch.compile options, "
                     f"got {type(compile).__name__}")

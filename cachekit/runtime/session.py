@@ -3,9 +3,14 @@
 ``Session.install`` wraps, on instances only: the model's ``forward`` (locates each call: step,
 CFG branch, generation; ``steps.py``), diffusers' ``cache_context`` (names the branch and may tell
 the step), the scheduler's ``set_timesteps`` (a pipeline call starts a generation and tells its
-length) and ``step`` (counts the steps), and whatever its path asks for: every block's ``forward``
-(``segments.py``) or every sub-block unit (``units.py``). ``uninstall`` undoes all of it. With
-``compile`` the innermost originals are compiled (``compile.py``).
+length), ``set_begin_index`` (img2img / inpaint start later: fewer steps) and ``step`` (counts the
+steps), and whatever its path asks for: every block's ``forward`` (``segments.py``) or every
+sub-block unit (``units.py``). ``uninstall`` undoes all of it. With ``compile`` the innermost
+originals are compiled (``compile.py``). What keeps this honest beside other code touching the
+same model (offload hooks, other caches, threads, a budget) is in ``guards.py``.
+
+A generation's cache is released when its last scheduler step returns (``keep_cache`` keeps it
+until the next generation), and an ended generation is kept for ``stats`` without its tensors.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from torch import nn
 
 from ..adapters import Block, Unit
 from ..methods.base import CacheMethod
+from . import guards
 from .compile import compiled_impl, eager_only
 from .paths import Path
 from .patches import InstancePatches
 from .segments import SegmentPath
-from .state import Call, Generation
+from .state import Call, Generation, payload_bytes
 from .stats import CacheStats
 from .steps import Context, StepSource, TimestepReader
 from .units import UnitPath
@@ -32,22 +38,29 @@ __all__ = ["Session", "SESSION_ATTR"]
 
 
 class Session:
-    def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[Block],
-                 timestep_arg: str | None, scheduler: Any = None, units: list[Unit] | None = None) -> None:
+    def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[Block], timestep_arg: str | None,
+                 scheduler: Any = None, units: list[Unit] | None = None, *, pipeline: Any = None,
+                 keep_cache: bool = False, max_cache_bytes: int | None = None) -> None:
         """``units`` (sub-block methods only): they replace the blocks as the plan's columns and
-        as the places hooked."""
-        self.method, self.root, self.scheduler = method, root, scheduler
+        as the places hooked. ``pipeline``: its ``scheduler`` attribute is followed if replaced."""
+        self.method, self.root, self.scheduler, self.pipeline = method, root, scheduler, pipeline
         depth = method.history_depth   # cached steps kept per segment/unit (forecasting)
         self.path: Path = (UnitPath(method, blocks, units, depth, self._current) if units
                            else SegmentPath(method, blocks, depth, self._current))
         self.block_names = self.path.columns
+        self.keep_cache = keep_cache
+        slots = len(units) if units else len(self.path.segments)
+        self.budget = guards.Budget(max_cache_bytes, slots, depth)
+        self.threads = guards.ThreadGuard(root)
         self.steps = StepSource(TimestepReader(root.forward, timestep_arg))
         self.steps.start(method.num_steps)
-        self.gen: Generation | None = Generation(len(self.block_names), method.num_steps)
         self.previous: Generation | None = None
+        self.gen: Generation | None = self._generation(method.num_steps)
         self.call: Call | None = None        # the model call in progress, if any
         self.context: Context | None = None  # diffusers cache_context in effect, if any
         self._patches = InstancePatches()
+        self._hooks: list[guards.Hooked] = []
+        self._scheduler_patches = InstancePatches()
 
     def _current(self) -> Call | None:
         return self.call
@@ -64,12 +77,9 @@ class Session:
                 self._hook(hook.owner, hook.attr, hook.impl, compile if hook.innermost else None)
             if callable(getattr(self.root, "cache_context", None)):
                 self._patches.wrap(self.root, "cache_context", self._cache_context)
-            if self.scheduler is not None and callable(getattr(self.scheduler, "set_timesteps", None)):
-                self._patches.wrap(self.scheduler, "set_timesteps", self._set_timesteps)
-                if callable(getattr(self.scheduler, "step", None)):
-                    self._patches.wrap(self.scheduler, "step", self._scheduler_step)
+            self._wrap_scheduler(self.scheduler)
         except BaseException:
-            self._patches.undo()
+            self.uninstall()
             raise
 
     def _hook(self, owner: object, attr: str, impl: Callable, compile: dict | None = None) -> None:
@@ -79,42 +89,109 @@ class Session:
             impl = compiled_impl(impl, getattr(owner, attr), compile)
             if attr == "forward" and vars(owner).get("_compiled_call_impl") is not None:
                 self._patches.set(owner, "_compiled_call_impl", None)
-        self._patches.wrap(owner, attr, eager_only(impl))
+        impl = eager_only(impl)
+        self._hooks.append(guards.Hooked(owner, attr, impl, self._patches.wrap(owner, attr, impl)))
+
+    def _wrap_scheduler(self, scheduler: Any) -> None:
+        if scheduler is None or not callable(getattr(scheduler, "set_timesteps", None)):
+            return
+        p = self._scheduler_patches
+        p.wrap(scheduler, "set_timesteps", self._set_timesteps)
+        if callable(getattr(scheduler, "set_begin_index", None)):
+            p.wrap(scheduler, "set_begin_index", self._set_begin_index)
+        if callable(getattr(scheduler, "step", None)):
+            p.wrap(scheduler, "step", self._scheduler_step)
 
     def uninstall(self) -> None:
+        self._scheduler_patches.undo()
         self._patches.undo()
         self.gen = self.previous = None
 
     # ---- generations ---------------------------------------------------------------------
+    def _generation(self, num_steps: int | None) -> Generation:
+        admit = None
+        if self.budget.limit is not None:
+            def admit(branch: Any, payload: Any, branches: int) -> None:
+                self.budget.admit(branch, payload_bytes(payload), max(branches, self._last_branches()))
+        self.budget.new_generation()
+        return Generation(len(self.block_names), num_steps, admit)
+
+    def _last_branches(self) -> int:
+        return len({c.branch for c in self.previous.calls}) if self.previous is not None else 1
+
     def _new_generation(self, num_steps: int | None) -> None:
-        """Fresh books; nothing cached before is reused. The ended generation serves ``stats``."""
+        """Fresh books; nothing cached before is reused. The ended generation serves ``stats``,
+        without its tensors."""
         if self.gen is not None and self.gen.calls:
+            self.gen.release()
             self.previous = self.gen
         self.method.check_num_steps(num_steps)
-        self.gen = Generation(len(self.block_names), num_steps)
+        self.gen = self._generation(num_steps)
 
     def reset(self, num_steps: int | None = None) -> None:
         """``cachekit.reset``: start a new generation now."""
         num_steps = num_steps or self.method.num_steps
         self._new_generation(num_steps)
         self.steps.start(num_steps)
+        guards.reattach(self._hooks, self._patches)
 
     def stats(self) -> CacheStats:
         gen = self.gen if self.gen is not None and self.gen.calls else self.previous
         return CacheStats.from_generation(gen, self.block_names)
 
-    def _set_timesteps(self, original: Callable, args: tuple, kwargs: dict) -> Any:
-        result = original(*args, **kwargs)
+    def _scheduler_length(self) -> int | None:
+        """Steps the scheduler will take: its timesteps from its begin index on (img2img)."""
         timesteps = getattr(self.scheduler, "timesteps", None)
-        num_steps = (len(timesteps) if timesteps is not None else None) or self.method.num_steps
+        if timesteps is None:
+            return None
+        begin = getattr(self.scheduler, "begin_index", None)
+        return len(timesteps) - (begin if isinstance(begin, int) else 0)
+
+    def _set_timesteps(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        self.threads.enter_generation(self.gen)
+        result = original(*args, **kwargs)
+        guards.check_other_cache(self.root)
+        guards.reattach(self._hooks, self._patches)
+        num_steps = self._scheduler_length() or self.method.num_steps
         calls = len(self.gen.calls) if self.gen is not None else 0
         self._new_generation(num_steps)
         self.steps.scheduler_started(num_steps, calls)
+        self.gen.clocked = self.steps.clocked
+        return result
+
+    def _set_begin_index(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        result = original(*args, **kwargs)
+        if self.gen is not None and not self.gen.calls:   # img2img / inpaint: the loop starts later
+            num_steps = self._scheduler_length() or self.method.num_steps
+            self.method.check_num_steps(num_steps)
+            self.gen.num_steps = self.steps.num_steps = num_steps
         return result
 
     def _scheduler_step(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         self.steps.tick()
-        return original(*args, **kwargs)
+        gen = self.gen
+        if self.steps.ticks == 1 and self.steps.clocked:
+            guards.check_alive(gen, self.block_names, self.root)
+        result = original(*args, **kwargs)
+        if self.steps.clocked and gen.num_steps is not None and self.steps.ticks >= gen.num_steps:
+            gen.complete = True   # the last step of this pipeline call: nothing more will be reused
+            if not self.keep_cache:
+                gen.release()
+        return result
+
+    def _follow_scheduler(self) -> None:
+        """``pipe.scheduler = X.from_config(...)`` after apply: move the wrappers to the new one."""
+        new = getattr(self.pipeline, "scheduler", None)
+        if new is self.scheduler or new is None:
+            return
+        self._scheduler_patches.undo()
+        self._scheduler_patches = InstancePatches()
+        self.scheduler = new
+        self._wrap_scheduler(new)
+        num_steps = self._scheduler_length() or self.method.num_steps
+        self._new_generation(num_steps)
+        self.steps.scheduler_started(num_steps, 0)
+        self.gen.clocked = self.steps.clocked
 
     def _cache_context(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         context = Context.from_call(args, kwargs)
@@ -132,19 +209,22 @@ class Session:
 
     # ---- model forward -------------------------------------------------------------------
     def _model_forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
-        if self.call is not None:  # re-entrant call (a model calling itself): run it plainly
+        if self.pipeline is not None:
+            self._follow_scheduler()
+        if not self.threads.enter_call(self.gen):   # re-entrant call (a model calling itself): run it plainly
             return original(*args, **kwargs)
-        pos = self.steps.locate(args, kwargs, self.context)
-        if pos.new_generation:
-            self._new_generation(self.gen.num_steps)
-        if pos.num_steps != self.gen.num_steps and pos.num_steps is not None:
-            self.method.check_num_steps(pos.num_steps)   # the pipeline's context told another length
-            self.gen.num_steps = pos.num_steps
-        self.call = self.gen.begin_call(pos.step, pos.branch, pos.leader, self.path.call_state())
-        try:
+        try:  # from here on this thread holds the model until the finally
+            pos = self.steps.locate(args, kwargs, self.context)
+            if pos.new_generation:
+                self._new_generation(self.gen.num_steps)
+            if pos.num_steps != self.gen.num_steps and pos.num_steps is not None:
+                self.method.check_num_steps(pos.num_steps)   # the pipeline's context told another length
+                self.gen.num_steps = pos.num_steps
+            self.call = self.gen.begin_call(pos.step, pos.branch, pos.leader, self.path.call_state())
             return original(*args, **kwargs)
         except BaseException:
             self.steps.failed = True
             raise
         finally:
             self.call = None
+            self.threads.exit_call()

@@ -26,11 +26,13 @@ class BranchState:
             segment's residual streams (dict), or a unit's (input-shape key, output).
         scratch: the method's own state for this branch.
         extra: the path's own per-branch data (units: the input shapes of additive blocks' last run).
+        on_store: called with each payload before it is kept (the cache budget), or None.
     """
 
     history: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    on_store: Callable[[Any], None] | None = field(default=None, repr=False)
 
     def latest(self, k: int) -> Any:
         """The newest cached payload of segment/unit ``k``, or None."""
@@ -43,14 +45,24 @@ class BranchState:
         if payload is None:
             self.history[k] = []
             return
+        if self.on_store is not None:
+            self.on_store(payload)
         old = [e for e in self.history.get(k, ()) if e[0] != step]
         self.history[k] = [(step, payload), *old][:depth]
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor this branch holds: cached payloads and the method's scratch (EasyCache's
+        last input and output, BlockDrift's references, ...)."""
+        return [t for entries in self.history.values() for _, payload in entries for t in _tensors(payload)] + \
+            _tensors(self.scratch)
+
     def cached_bytes(self) -> int:
-        """Bytes held by the cached tensors of this branch, each tensor counted once."""
-        seen = {id(t): t.numel() * t.element_size()
-                for entries in self.history.values() for _, payload in entries for t in _tensors(payload)}
-        return sum(seen.values())
+        """Bytes held by this branch, each tensor counted once."""
+        return sum({id(t): payload_bytes(t) for t in self.tensors()}.values())
+
+
+def payload_bytes(payload: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in _tensors(payload))
 
 
 def _tensors(payload: Any) -> list[torch.Tensor]:
@@ -94,14 +106,40 @@ class Call:
 
 
 class Generation:
-    """The calls and per-branch caches of one denoising loop."""
+    """The calls and per-branch caches of one denoising loop.
 
-    def __init__(self, num_columns: int, num_steps: int | None = None) -> None:
+    Attributes:
+        complete: the pipeline's scheduler finished its last step (unknown, so False, on bare modules).
+        clocked: begun by a pipeline's ``set_timesteps``.
+        released_bytes: what the cache held when it was released (``release``), else None.
+    """
+
+    def __init__(self, num_columns: int, num_steps: int | None = None,
+                 admit: Callable[[Hashable, Any, int], None] | None = None) -> None:
         self.num_columns = num_columns
         self.num_steps = num_steps
         self.branches: dict[Hashable, BranchState] = {}
         self.calls: list[Call] = []
         self._decisions: dict[int, bool] = {}
+        self._admit = admit
+        self.complete = False
+        self.clocked = False   # begun by a pipeline's set_timesteps: its end is known (``complete``)
+        self.released_bytes: int | None = None
+
+    @property
+    def open(self) -> bool:
+        """A pipeline generation that has begun and not finished (bare modules: never known)."""
+        return self.clocked and bool(self.calls) and not self.complete
+
+    def cached_bytes(self) -> int:
+        if self.released_bytes is not None:
+            return self.released_bytes
+        return sum({id(t): payload_bytes(t) for b in self.branches.values() for t in b.tensors()}.values())
+
+    def release(self) -> None:
+        """Free every cached tensor (the generation's books stay for ``stats``)."""
+        self.released_bytes = self.cached_bytes()
+        self.branches = {}
 
     def begin_call(self, step: int, branch: Hashable, leader: bool, local: Any = None) -> Call:
         if leader:
@@ -112,4 +150,9 @@ class Generation:
         return call
 
     def branch(self, key: Hashable) -> BranchState:
-        return self.branches.setdefault(key, BranchState())
+        state = self.branches.get(key)
+        if state is None:
+            admit = self._admit
+            on_store = (lambda payload: admit(key, payload, len(self.branches))) if admit is not None else None
+            state = self.branches[key] = BranchState(on_store=on_store)
+        return state

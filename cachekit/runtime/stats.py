@@ -21,8 +21,9 @@ class CacheStats:
         branches: CFG branch of each model call.
         num_steps: steps of the generation when known.
         block_names: dotted name of each block, the plan's columns.
-        cached_bytes: memory held by the cache at the end of the generation, all CFG branches
-            (with forecasting: every cached step kept for the forecast).
+        cached_bytes: memory held at the end of the generation by its cache (with forecasting:
+            every cached step kept), all CFG branches, and the method's own tensors; for a
+            generation whose cache was released when it ended, what it held then.
     """
 
     computed_fraction: float
@@ -49,5 +50,5 @@ class CacheStats:
             branches=tuple(c.branch for c in calls),
             num_steps=gen.num_steps if gen is not None else None,
             block_names=block_names,
-            cached_bytes=sum(b.cached_bytes() for b in gen.branches.values()) if gen is not None else 0,
+            cached_bytes=gen.cached_bytes() if gen is not None else 0,
         )

@@ -128,6 +128,11 @@ class StepSource:
                           "steps are told apart by the timestep value from now on", RuntimeWarning, stacklevel=4)
         self.start(num_steps, clocked=True)
 
+    @property
+    def clocked(self) -> bool:
+        """This generation is keyed by the scheduler's step calls (source 2)."""
+        return self._clocked
+
     def tick(self) -> None:
         """``scheduler.step`` was called: later calls belong to the next step."""
         self.ticks += 1

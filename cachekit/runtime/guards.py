@@ -1,0 +1,157 @@
+"""What keeps caching honest when other code touches the same model: never silently off.
+
+- Hooks replaced after ``apply`` (accelerate's model offload re-installs its hook over ours at the
+  end of every pipeline call; a user may wrap ``forward``): checked at the start of each generation
+  (``reattach``: accelerate's hook calls ``module._old_forward``, so ours goes there), and proven
+  at the first scheduler step (``check_alive``: every hooked block ran through its hook in step 0,
+  where every method computes everything), else a one-line error.
+- Another cache enabled after ``apply`` (diffusers' ``enable_cache``): a one-line error.
+- Two generations at once on one model (threads): a one-line error (``ThreadGuard``).
+- A cache budget (``apply(..., max_cache_bytes=N)``): the cache's size projected from the first
+  payload of each CFG branch, refused before it is kept (``Budget``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .patches import InstancePatches, calls_into
+from .state import Generation
+
+
+class CompositionError(RuntimeError):
+    """Something changed the model after ``cachekit.apply`` in a way that would turn caching off."""
+
+
+class ConcurrencyError(RuntimeError):
+    """Two generations at once on one model with cachekit applied."""
+
+
+class CacheBudgetError(RuntimeError):
+    """The cache would hold more than ``max_cache_bytes``."""
+
+
+@dataclass
+class Hooked:
+    """One installed hook: ``owner.attr`` wrapped with ``wrapper`` (which runs ``impl``)."""
+
+    owner: object
+    attr: str
+    impl: Callable
+    wrapper: Callable
+
+
+def reattach(hooks: list[Hooked], patches: InstancePatches) -> None:
+    """Put our wrappers back where accelerate's hooks replaced them (they call ``_old_forward``);
+    other replacements are left to ``check_alive``, since an unknown wrapper may still call ours."""
+    for h in hooks:
+        if calls_into(h.owner, h.attr, h.wrapper):
+            continue
+        if h.attr == "forward":
+            wrapper = patches.rewrap_under_accelerate(h.owner, h.impl)
+            if wrapper is not None:
+                h.wrapper = wrapper
+
+
+def check_other_cache(model: Any) -> None:
+    if getattr(model, "is_cache_enabled", False) is True:   # diffusers' CacheMixin property
+        raise CompositionError(f"cachekit: diffusers' own cache was enabled on {type(model).__name__} after "
+                               f"cachekit.apply; call .disable_cache() (two caches would skip each other's blocks)")
+
+
+def check_alive(gen: Generation, columns: tuple[str, ...], model: Any) -> None:
+    """After the first step of a pipeline generation: did every hook run? Step 0 computes every
+    block and unit under every method, so a column never computed there was bypassed."""
+    what = type(model).__name__
+    if not gen.calls:
+        raise CompositionError(f"cachekit: the pipeline ran a step without calling {what} through cachekit's "
+                               f"hook (its forward was replaced after cachekit.apply); call cachekit.remove, "
+                               f"then cachekit.apply again after that change")
+    first = gen.calls[0].step
+    ran = np.any([c.computed for c in gen.calls if c.step == first], axis=0)
+    if not ran.all():
+        missing = [c for c, r in zip(columns, ran) if not r]
+        raise CompositionError(f"cachekit: {len(missing)} of {len(columns)} hooked blocks of {what} ran without "
+                               f"cachekit's hooks in the first step ({missing[0]}, ...): their forward was replaced "
+                               f"after cachekit.apply; call cachekit.remove, then cachekit.apply again after that change")
+
+
+class ThreadGuard:
+    """One generation at a time per model: a call from another thread while a call is in progress,
+    or while another thread's pipeline generation is unfinished, is refused."""
+
+    def __init__(self, model: Any) -> None:
+        self.model_name = type(model).__name__
+        self.lock = threading.Lock()
+        self.call_thread: int | None = None
+        self.gen_thread: int | None = None
+
+    def _refuse(self, other: int) -> None:
+        raise ConcurrencyError(f"cachekit: two generations at once on one {self.model_name} (threads {other} and "
+                               f"{threading.get_ident()}): cachekit keeps one generation per model; give each thread "
+                               f"its own copy (copy.deepcopy(pipe.transformer), then cachekit.apply on each) or run "
+                               f"them one after the other")
+
+    def enter_call(self, gen: Generation) -> bool:
+        """Claim the model for a call; False for a re-entrant call of the same thread."""
+        me = threading.get_ident()
+        with self.lock:
+            if self.call_thread is not None:
+                if self.call_thread != me:
+                    self._refuse(self.call_thread)
+                return False
+            if self.gen_thread not in (None, me) and gen.open:
+                self._refuse(self.gen_thread)
+            self.call_thread = me
+            if not gen.calls:
+                self.gen_thread = me
+            return True
+
+    def exit_call(self) -> None:
+        self.call_thread = None
+
+    def enter_generation(self, gen: Generation) -> None:
+        """``set_timesteps`` is about to start a generation: refused while another thread's runs."""
+        me = threading.get_ident()
+        with self.lock:
+            busy = self.call_thread if self.call_thread not in (None, me) else (
+                self.gen_thread if self.gen_thread not in (None, me) and gen.open else None)
+            if busy is not None:
+                self._refuse(busy)
+            self.gen_thread = me
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+class Budget:
+    """``max_cache_bytes``: projected size = payload bytes x slots (segments or units) x history
+    depth x CFG branches, checked when a branch stores its first payload of a generation."""
+
+    def __init__(self, limit: int | None, slots: int, depth: int) -> None:
+        self.limit, self.slots, self.depth = limit, slots, depth
+        self.checked: set = set()
+
+    def new_generation(self) -> None:
+        self.checked = set()
+
+    def admit(self, branch: Any, payload_bytes: int, branches: int) -> None:
+        if self.limit is None or branch in self.checked:
+            return
+        self.checked.add(branch)
+        est = payload_bytes * self.slots * self.depth * max(branches, 1)
+        if est > self.limit:
+            raise CacheBudgetError(
+                f"cachekit: the cache would hold about {_human(est)} ({_human(payload_bytes)} per segment/unit and step x "
+                f"{self.slots} segments/units x {self.depth} steps of history x {max(branches, 1)} CFG branches), over "
+                f"max_cache_bytes={_human(self.limit)}; use a lower forecast_order, forecast='none', or stack-level "
+                f"reuse (units=False)")
