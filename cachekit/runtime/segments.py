@@ -6,6 +6,14 @@ inputs and the cached residuals (or their forecast), the later blocks of the reu
 their inputs through, and nothing in between runs. In a computed segment the blocks run as they
 are and the last one stores the residual, with the drift statistics the method asked for computed
 in the same pass (``kernels.residual_with_stats``).
+
+Whatever the model's forward adds between two blocks of a segment (ControlNet residuals on Flux /
+SD3 / QwenImage, Wan VACE hints) is not the blocks' own work: it is seen as a next block's input
+that is not the previous block's output object, and is taken out of the cached residual. On a
+reuse step the model adds the current injections itself (the reused range's blocks pass their
+inputs through), so they are counted once, as they are now. Without injections no tensor is
+compared or copied (the next block receives the very output object), and results are unchanged
+bit for bit. An in-place add (``h += c``) keeps the object and cannot be seen.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ class _SegmentCall:
     compute: dict[int, bool] = field(default_factory=dict)
     inputs: dict[int, dict] = field(default_factory=dict)
     ctx: dict[int, SegmentContext] = field(default_factory=dict)
+    last_out: dict[int, dict] = field(default_factory=dict)       # previous block's output streams
+    injected: dict[int, dict] = field(default_factory=dict)       # stream -> sum of what the model added
+    broken: set[int] = field(default_factory=set)                 # a stream changed shape between blocks
 
 
 class SegmentPath:
@@ -63,10 +74,14 @@ class SegmentPath:
                     return binding.build_output({**inputs, **reused})
             elif not local.compute[seg]:
                 return binding.build_output(binding.streams(args, kwargs))  # inside a reused range
+            else:
+                _note_injection(local, seg, binding.streams(args, kwargs))
             result = original(*args, **kwargs)
             call.computed[i] = True
             if i == end - 1:
                 self._end(call, local, seg, binding.parse_output(result))
+            else:
+                local.last_out[seg] = binding.parse_output(result)
             return result
 
         return impl
@@ -99,15 +114,19 @@ class SegmentPath:
 
     def _end(self, call: Call, local: _SegmentCall, seg: int, outputs: dict) -> None:
         inputs, ctx = local.inputs.pop(seg), local.ctx.pop(seg)
+        injected = local.injected.pop(seg, {})
+        local.last_out.pop(seg, None)
         ref = self.method.residual_reference(ctx)
         drift = None
-        res: dict[str, torch.Tensor | None] | None = {}
-        for s, out in outputs.items():
+        res: dict[str, torch.Tensor | None] | None = {} if seg not in local.broken else None
+        for s, out in outputs.items() if res is not None else ():
             inp = inputs.get(s)
             if out is None:
                 res[s] = None
             elif isinstance(out, torch.Tensor) and isinstance(inp, torch.Tensor) and out.shape == inp.shape:
-                if s == ctx.main_stream and _same_layout(ref, out):
+                if s in injected:   # the blocks' own work: what the model added in between comes out
+                    res[s] = residual(out.detach(), inp.detach()) - injected[s]
+                elif s == ctx.main_stream and _same_layout(ref, out):
                     res[s], drift = residual_with_stats(out.detach(), inp.detach(), ref)
                 else:
                     res[s] = residual(out.detach(), inp.detach())
@@ -116,6 +135,24 @@ class SegmentPath:
                 break
         call.state.remember(seg, call.step, res, self.depth)
         self.method.observe(ctx, SegmentOutput(outputs, res, drift))
+
+
+def _note_injection(local: _SegmentCall, seg: int, inputs: dict) -> None:
+    """A block inside a computed segment: add up what the model put on each stream since the
+    previous block returned (nothing when the stream is the very tensor that block returned)."""
+    prev = local.last_out.get(seg)
+    if not prev:
+        return
+    for s, x in inputs.items():
+        p = prev.get(s)
+        if x is p or not isinstance(x, torch.Tensor) or not isinstance(p, torch.Tensor):
+            continue
+        if x.shape != p.shape:
+            local.broken.add(seg)
+            return
+        d = x.detach() - p.detach()
+        acc = local.injected.setdefault(seg, {})
+        acc[s] = d if s not in acc else acc[s] + d
 
 
 def _same_layout(ref: Any, out: torch.Tensor) -> bool:
