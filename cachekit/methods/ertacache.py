@@ -103,7 +103,8 @@ class ERTACacheConfig(CacheConfig):
 class ERTACache(CacheMethod):
     def __init__(self, config: ERTACacheConfig) -> None:
         super().__init__(config)
-        self.num_steps = config.num_steps
+        # an empty plan reuses nothing and fits any step count (ERTACacheConfig() is a no-op)
+        self.num_steps = config.num_steps if config.reuse_steps else None
         self._reuse = frozenset(config.reuse_steps)
         computed = [s for s in range(config.num_steps) if s not in self._reuse]
         self._coef = {s: (g, b, anchors(computed, s)) for s, g, b in config.coefficients}
@@ -121,7 +122,7 @@ class ERTACache(CacheMethod):
                               f"{model_fingerprint(model)}; calibrate it anew (cachekit calibrate --method ertacache)")
 
     def check_num_steps(self, num_steps: int | None) -> None:
-        if num_steps is not None and num_steps != self.num_steps:
+        if num_steps is not None and self.num_steps is not None and num_steps != self.num_steps:
             raise ConfigError(f"ERTACache plan was calibrated for {self.num_steps} steps; this generation has "
                               f"{num_steps}: calibrate for {num_steps} steps")
 
