@@ -14,6 +14,7 @@ from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConf
 from .recipe import Recipe, RecipeError, load_recipe, packaged_recipes, save_recipe
 from .recording import Recording
 from .runtime.guards import CacheBudgetError, CompositionError, ConcurrencyError
+from .runtime.parallel import RankMismatchError
 from .runtime.stats import CacheStats
 
 __version__ = "0.1.0"
@@ -24,5 +25,5 @@ __all__ = [
     "ModelLayout", "BlockIO", "BlockUnits", "CacheStats", "Recording", "Recipe",
     "load_recipe", "save_recipe", "packaged_recipes",
     "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",
-    "CompositionError", "ConcurrencyError", "CacheBudgetError",
+    "CompositionError", "ConcurrencyError", "CacheBudgetError", "RankMismatchError",
 ]

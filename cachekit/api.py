@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -78,7 +79,7 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
 
 def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
           layout: ModelLayout | None = None, compile: bool | dict = False, max_cache_bytes: int | None = None,
-          keep_cache: bool = False) -> Any:
+          keep_cache: bool = False, check_ranks: bool | None = None) -> Any:
     """Install caching hooks on ``target``'s transformer blocks; returns ``target``.
 
     Args:
@@ -102,6 +103,10 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
             before it is kept.
         keep_cache: keep a pipeline generation's cached tensors after its last step (default: freed
             when the scheduler's last step returns; ``stats`` reports what they held).
+        check_ranks: under context parallelism, all-gather every decision and raise
+            ``RankMismatchError`` (naming the step and the ranks) where ranks differ, instead of
+            hanging in the model's collectives: for debugging, one collective per decision. None:
+            the environment variable ``CACHEKIT_CHECK_RANKS=1`` (read here, once).
 
     Nothing is changed when this raises. Hooks live on the instances only.
     """
@@ -109,8 +114,10 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
     if max_cache_bytes is not None and (isinstance(max_cache_bytes, bool) or not isinstance(max_cache_bytes, int)
                                         or max_cache_bytes < 1):
         raise ValueError(f"cachekit.apply: max_cache_bytes must be an int >= 1, got {max_cache_bytes!r}")
+    if check_ranks is None:
+        check_ranks = os.environ.get("CACHEKIT_CHECK_RANKS", "") == "1"
     _install(target, lambda model_class: method_for(_resolve_config(config, model_class)), layout, compile_opts,
-             keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes)
+             keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes, check_ranks=bool(check_ranks))
     return target
 
 
@@ -137,6 +144,21 @@ def reset(target: Any, num_steps: int | None = None) -> None:
     _require_session(target, "reset").reset(num_steps)
 
 
+def _share_rank0(recorder: Recorder, model: Any) -> None:
+    """Under context parallelism every rank records its own shard: rank 0's recording is sent to
+    all, so every rank makes the same plan (different plans would hang in the model's collectives)."""
+    from .runtime.parallel import context_parallel_group
+
+    group = context_parallel_group(model)
+    if group is None:
+        return
+    import torch.distributed as dist
+
+    box = [(recorder.runs, recorder.leaders)]
+    dist.broadcast_object_list(box, src=dist.get_global_rank(group, 0), group=group)
+    recorder.runs, recorder.leaders = box[0]
+
+
 def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "units",
            max_features: int | None = None, seed: int = 0, layout: ModelLayout | None = None,
            progress: Any = None) -> Recording:
@@ -145,7 +167,8 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
     Every block (``level="stack"``: the stack's residual per step and CFG branch) or every
     sub-block unit (``level="units"``: each unit's output) is recorded at every step of every
     generation the callables run, as a fixed random subset of ``max_features`` elements (default
-    4096 per unit, 16384 for the stack). The outputs are the uncached ones, bit for bit. Planners
+    4096 per unit, 16384 for the stack). The outputs are the uncached ones, bit for bit. Under
+    context parallelism every rank returns rank 0's recording (of its shard), so plans agree. Planners
     take the result: ``cachekit.planning.plan_bac(rec, ...)``, ``plan_erta(rec.arrays(), ...)``.
 
     Args:
@@ -169,6 +192,7 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
                 progress.update(1)
     finally:
         session.uninstall()
+    _share_rank0(recorder, session.root)
     if not recorder.runs:
         raise ValueError("cachekit.record: nothing was recorded: the runs never called the model")
     if level == "units":

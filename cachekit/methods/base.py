@@ -15,7 +15,7 @@ Two granularities, one decision interface:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 import torch
 
@@ -49,20 +49,33 @@ class StepContext:
         return self.num_steps is not None and self.step >= self.num_steps - 1
 
 
+def read_local(means: torch.Tensor, n: int) -> list[float]:
+    return means.tolist()
+
+
 @dataclass
 class SegmentContext(StepContext):
     """A decision point of the segment path: a ``StepContext`` plus the segment's input streams.
 
     Attributes:
         inputs: the segment's input streams, e.g. {"hidden_states": x, "encoder_hidden_states": c}.
+        reader: what ``read`` does (the runtime's: global under context parallelism).
     """
 
     inputs: dict[str, torch.Tensor | None]
+    reader: Callable[[torch.Tensor, int], list[float]] = read_local
 
     @property
     def main_stream(self) -> str:
         """Name of the first (main) stream: "hidden_states" in diffusers, "tgt" in torch layers."""
         return next(iter(self.inputs))
+
+    def read(self, means: torch.Tensor) -> list[float]:
+        """The one device-to-host read of a decision: ``means`` (any shape) are means over tensors
+        the size of this rank's main stream; under context parallelism they come back global (one
+        packed all-reduce; ``runtime/parallel.py``). Call it at the same decision on every rank."""
+        x = self.inputs.get(self.main_stream)
+        return self.reader(means, x.numel() if isinstance(x, torch.Tensor) else 1)
 
 
 @dataclass(frozen=True)

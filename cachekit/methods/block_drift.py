@@ -163,7 +163,7 @@ class BlockDrift(CacheMethod):
             st["drift"] = {}
             if pending is not None and pending[0] == ctx.step:
                 _, ks, stats = pending
-                vals = stats.tolist()  # the one host sync of the step
+                vals = ctx.read(stats)  # the one host sync of the step (global under context parallelism)
                 st["drift"] = {k: relative_drift(d, s) for k, (d, s) in zip(ks, vals)}
             st["drift_step"] = ctx.step
         return st["drift"]
@@ -176,7 +176,7 @@ class BlockDrift(CacheMethod):
         if self._forced(ctx) or prev is None or prev.shape != x.shape or "rate_stats" not in st:
             st["E"] = 0.0
             return True
-        stats = torch.cat([drift_stats(x, prev), st["rate_stats"]]).tolist()
+        stats = ctx.read(torch.cat([drift_stats(x, prev), st["rate_stats"]]))
         input_change, out_change, in_change, v_scale = stats[0], stats[2], stats[4], stats[5]
         compute, st["E"] = easycache_compute(
             ctx.step, ctx.num_steps, threshold=self.config.predict, warmup=0,

@@ -88,7 +88,7 @@ class EasyCache(CacheMethod):
         if ctx.step < c.warmup or ctx.is_last_step:  # computed whatever the statistics say
             return True
         change = drift_stats(x, prev)[:1] if prev is not None and prev.shape == x.shape else None
-        input_change = self._read(st, change)  # sets k and v_scale: read before they are used
+        input_change = self._read(ctx, st, change)  # sets k and v_scale: read before they are used
         compute, st["E"] = easycache_compute(
             ctx.step, ctx.num_steps, threshold=c.threshold, warmup=c.warmup, rate=st.get("k"),
             accumulated=st.get("E", 0.0), input_change=input_change, output_scale=st.get("v_scale", 0.0))
@@ -106,12 +106,12 @@ class EasyCache(CacheMethod):
         st["x_last"], st["v_last"], st["E"] = x, v, 0.0
 
     @staticmethod
-    def _read(st: dict, change: torch.Tensor | None) -> float:
+    def _read(ctx: SegmentContext, st: dict, change: torch.Tensor | None) -> float:
         """The one device-to-host read of a step: the input change mean|x_t - x_{t-1}| (returned)
         and the statistics ``observe`` left on the device, which set ``v_scale`` and the rate ``k``."""
         pending = st.pop("pending", None)
         parts = [p for p in (change, pending) if p is not None]
-        values = torch.cat(parts).tolist() if parts else []
+        values = ctx.read(torch.cat(parts)) if parts else []   # global under context parallelism
         input_change = values.pop(0) if change is not None else 0.0
         if len(values) == 3:
             output_change, st["v_scale"], last_input_change = values

@@ -44,8 +44,10 @@ class _SegmentCall:
 
 
 class SegmentPath:
-    def __init__(self, method: CacheMethod, blocks: list[Block], depth: int, current: Current) -> None:
+    def __init__(self, method: CacheMethod, blocks: list[Block], depth: int, current: Current,
+                 reader: Callable[[torch.Tensor, int], list[float]] | None = None) -> None:
         self.method, self.blocks, self.depth, self.current = method, blocks, depth, current
+        self.reader = reader or (lambda means, n: means.tolist())
         self.columns = tuple(b.name for b in blocks)
         self.segments = check_segments(method.segments(len(blocks)), len(blocks))
         self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)
@@ -88,7 +90,8 @@ class SegmentPath:
 
     def _begin(self, call: Call, local: _SegmentCall, seg: int, inputs: dict) -> dict | None:
         """Decide for this segment; return the reused output streams, or None to compute."""
-        ctx = SegmentContext(call.step, call.num_steps, seg, call.branch, call.leader, call.state.scratch, inputs)
+        ctx = SegmentContext(call.step, call.num_steps, seg, call.branch, call.leader, call.state.scratch, inputs,
+                             self.reader)
         compute = call.decide(seg, lambda: self.method.decide(ctx))
         cached = call.state.latest(seg)
         if not compute and _reusable(cached, inputs):

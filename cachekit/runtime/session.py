@@ -24,6 +24,7 @@ from ..adapters import Block, Unit
 from ..methods.base import CacheMethod
 from . import guards
 from .compile import compiled_impl, eager_only
+from .parallel import StatsReader
 from .paths import Path
 from .patches import InstancePatches
 from .segments import SegmentPath
@@ -34,19 +35,33 @@ from .units import UnitPath
 
 SESSION_ATTR = "_cachekit_session"
 
+
+def _beneath_diffusers_hooks(owner: object, attr: str) -> tuple[object, str]:
+    """Where a block's hook goes: a block that already carries diffusers hooks (context
+    parallelism splits Wan's sequence in the pre-forward of ``blocks.0``; block-level group offload
+    loads weights there) is hooked beneath them, on the innermost forward they call, so cachekit
+    sees what the block's own forward sees, as when ``apply`` came first."""
+    registry = vars(owner).get("_diffusers_hook") if attr == "forward" and hasattr(owner, "__dict__") else None
+    refs = getattr(registry, "_fn_refs", None)
+    if refs and getattr(refs[0], "original_forward", None) is None and callable(getattr(refs[0], "forward", None)):
+        return refs[0], "forward"
+    return owner, attr
+
 __all__ = ["Session", "SESSION_ATTR"]
 
 
 class Session:
     def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[Block], timestep_arg: str | None,
                  scheduler: Any = None, units: list[Unit] | None = None, *, pipeline: Any = None,
-                 keep_cache: bool = False, max_cache_bytes: int | None = None) -> None:
+                 keep_cache: bool = False, max_cache_bytes: int | None = None, check_ranks: bool = False) -> None:
         """``units`` (sub-block methods only): they replace the blocks as the plan's columns and
         as the places hooked. ``pipeline``: its ``scheduler`` attribute is followed if replaced."""
         self.method, self.root, self.scheduler, self.pipeline = method, root, scheduler, pipeline
         depth = method.history_depth   # cached steps kept per segment/unit (forecasting)
+        self.reader = StatsReader()    # decisions' host reads; global under context parallelism
+        self.check_ranks = check_ranks
         self.path: Path = (UnitPath(method, blocks, units, depth, self._current) if units
-                           else SegmentPath(method, blocks, depth, self._current))
+                           else SegmentPath(method, blocks, depth, self._current, self.reader))
         self.block_names = self.path.columns
         self.keep_cache = keep_cache
         slots = len(units) if units else len(self.path.segments)
@@ -86,11 +101,13 @@ class Session:
         """Wrap ``owner.attr`` with ``impl``, a graph break for dynamo; with ``compile`` options the
         original it calls is compiled, and a ``.compile()`` already on ``owner`` is set aside."""
         if compile is not None:
-            impl = compiled_impl(impl, getattr(owner, attr), compile)
             if attr == "forward" and vars(owner).get("_compiled_call_impl") is not None:
                 self._patches.set(owner, "_compiled_call_impl", None)
+        where, name = _beneath_diffusers_hooks(owner, attr) if owner is not self.root else (owner, attr)
+        if compile is not None:
+            impl = compiled_impl(impl, getattr(where, name), compile)
         impl = eager_only(impl)
-        self._hooks.append(guards.Hooked(owner, attr, impl, self._patches.wrap(owner, attr, impl)))
+        self._hooks.append(guards.Hooked(where, name, impl, self._patches.wrap(where, name, impl)))
 
     def _wrap_scheduler(self, scheduler: Any) -> None:
         if scheduler is None or not callable(getattr(scheduler, "set_timesteps", None)):
@@ -114,7 +131,9 @@ class Session:
             def admit(branch: Any, payload: Any, branches: int) -> None:
                 self.budget.admit(branch, payload_bytes(payload), max(branches, self._last_branches()))
         self.budget.new_generation()
-        return Generation(len(self.block_names), num_steps, admit)
+        gen = Generation(len(self.block_names), num_steps, admit)
+        self.reader.refresh(self.root, gen)   # enable_parallelism may come before or after apply
+        return gen
 
     def _last_branches(self) -> int:
         return len({c.branch for c in self.previous.calls}) if self.previous is not None else 1
@@ -220,7 +239,8 @@ class Session:
             if pos.num_steps != self.gen.num_steps and pos.num_steps is not None:
                 self.method.check_num_steps(pos.num_steps)   # the pipeline's context told another length
                 self.gen.num_steps = pos.num_steps
-            self.call = self.gen.begin_call(pos.step, pos.branch, pos.leader, self.path.call_state())
+            check = self.reader.check if self.check_ranks and self.reader.group is not None else None
+            self.call = self.gen.begin_call(pos.step, pos.branch, pos.leader, self.path.call_state(), check)
             return original(*args, **kwargs)
         except BaseException:
             self.steps.failed = True

@@ -85,6 +85,7 @@ class Call:
         decisions: the leader's decision per segment / unit at this step, shared by the step's calls.
         computed: bool per plan column, filled as blocks / units run.
         local: the path's per-call data (``Path.call_state()``).
+        check: called with (step, k, branch, decision) after each leader decision (``check_ranks``).
     """
 
     step: int
@@ -95,12 +96,15 @@ class Call:
     decisions: dict[int, bool]
     computed: np.ndarray
     local: Any = None
+    check: Callable[[int, int, Hashable, bool], None] | None = None
 
     def decide(self, k: int, ask: Callable[[], Any]) -> bool:
         """Compute segment/unit ``k`` at this call? The leader asks the method (once per step);
         followers copy its answer, and compute what the leader never decided."""
         if self.leader:
             compute = self.decisions[k] = bool(ask())
+            if self.check is not None:
+                self.check(self.step, k, self.branch, compute)
             return compute
         return self.decisions.get(k, True)
 
@@ -124,6 +128,7 @@ class Generation:
         self._admit = admit
         self.complete = False
         self.clocked = False   # begun by a pipeline's set_timesteps: its end is known (``complete``)
+        self.host_reads = self.collectives = 0   # decisions' reads of device statistics; all-reduces
         self.released_bytes: int | None = None
 
     @property
@@ -141,11 +146,12 @@ class Generation:
         self.released_bytes = self.cached_bytes()
         self.branches = {}
 
-    def begin_call(self, step: int, branch: Hashable, leader: bool, local: Any = None) -> Call:
+    def begin_call(self, step: int, branch: Hashable, leader: bool, local: Any = None,
+                   check: Callable | None = None) -> Call:
         if leader:
             self._decisions = {}   # a new step: the leader decides afresh
         call = Call(step, self.num_steps, branch, leader, self.branch(branch), self._decisions,
-                    np.zeros(self.num_columns, dtype=bool), local)
+                    np.zeros(self.num_columns, dtype=bool), local, check)
         self.calls.append(call)
         return call
 

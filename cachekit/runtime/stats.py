@@ -21,6 +21,9 @@ class CacheStats:
         branches: CFG branch of each model call.
         num_steps: steps of the generation when known.
         block_names: dotted name of each block, the plan's columns.
+        host_reads: device-to-host reads of statistics that decisions took (EasyCache: one per
+            step after warm-up; step-indexed methods: none).
+        collectives: all-reduces issued for them: one per read under context parallelism, else 0.
         cached_bytes: memory held at the end of the generation by its cache (with forecasting:
             every cached step kept), all CFG branches, and the method's own tensors; for a
             generation whose cache was released when it ended, what it held then.
@@ -33,6 +36,8 @@ class CacheStats:
     num_steps: int | None
     block_names: tuple[str, ...]
     cached_bytes: int = 0
+    host_reads: int = 0
+    collectives: int = 0
 
     @property
     def num_calls(self) -> int:
@@ -51,4 +56,6 @@ class CacheStats:
             num_steps=gen.num_steps if gen is not None else None,
             block_names=block_names,
             cached_bytes=gen.cached_bytes() if gen is not None else 0,
+            host_reads=gen.host_reads if gen is not None else 0,
+            collectives=gen.collectives if gen is not None else 0,
         )
