@@ -26,7 +26,7 @@ import torch
 from ..adapters import Block
 from ..adapters.base import BlockBinding
 from ..kernels import add_residual, residual, residual_with_stats, reuse
-from ..methods.base import CacheMethod, Segments, SegmentContext, SegmentOutput
+from ..methods.base import CacheMethod, Segments, SegmentContext, SegmentOutput, read_local
 from .paths import Current, Hook
 from .state import BranchState, Call
 
@@ -47,7 +47,7 @@ class SegmentPath:
     def __init__(self, method: CacheMethod, blocks: list[Block], depth: int, current: Current,
                  reader: Callable[[torch.Tensor, int], list[float]] | None = None) -> None:
         self.method, self.blocks, self.depth, self.current = method, blocks, depth, current
-        self.reader = reader or (lambda means, n: means.tolist())
+        self.reader = reader or read_local
         self.columns = tuple(b.name for b in blocks)
         self.segments = check_segments(method.segments(len(blocks)), len(blocks))
         self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)

@@ -35,6 +35,8 @@ from .units import UnitPath
 
 SESSION_ATTR = "_cachekit_session"
 
+__all__ = ["Session", "SESSION_ATTR"]
+
 
 def _beneath_diffusers_hooks(owner: object, attr: str) -> tuple[object, str]:
     """Where a block's hook goes: a block that already carries diffusers hooks (context
@@ -46,8 +48,6 @@ def _beneath_diffusers_hooks(owner: object, attr: str) -> tuple[object, str]:
     if refs and getattr(refs[0], "original_forward", None) is None and callable(getattr(refs[0], "forward", None)):
         return refs[0], "forward"
     return owner, attr
-
-__all__ = ["Session", "SESSION_ATTR"]
 
 
 class Session:
@@ -100,11 +100,10 @@ class Session:
     def _hook(self, owner: object, attr: str, impl: Callable, compile: dict | None = None) -> None:
         """Wrap ``owner.attr`` with ``impl``, a graph break for dynamo; with ``compile`` options the
         original it calls is compiled, and a ``.compile()`` already on ``owner`` is set aside."""
+        where, name = _beneath_diffusers_hooks(owner, attr) if owner is not self.root else (owner, attr)
         if compile is not None:
             if attr == "forward" and vars(owner).get("_compiled_call_impl") is not None:
                 self._patches.set(owner, "_compiled_call_impl", None)
-        where, name = _beneath_diffusers_hooks(owner, attr) if owner is not self.root else (owner, attr)
-        if compile is not None:
             impl = compiled_impl(impl, getattr(where, name), compile)
         impl = eager_only(impl)
         self._hooks.append(guards.Hooked(where, name, impl, self._patches.wrap(where, name, impl)))
@@ -159,29 +158,33 @@ class Session:
         return CacheStats.from_generation(gen, self.block_names)
 
     def _scheduler_length(self) -> int | None:
-        """Steps the scheduler will take: its timesteps from its begin index on (img2img)."""
+        """Steps the scheduler will take: its timesteps from its begin index on (img2img); else the
+        method's own length."""
         timesteps = getattr(self.scheduler, "timesteps", None)
         if timesteps is None:
-            return None
+            return self.method.num_steps
         begin = getattr(self.scheduler, "begin_index", None)
-        return len(timesteps) - (begin if isinstance(begin, int) else 0)
+        return (len(timesteps) - (begin if isinstance(begin, int) else 0)) or self.method.num_steps
+
+    def _scheduler_generation(self, calls_before: int) -> None:
+        """The scheduler starts a generation: its length, its step counter."""
+        num_steps = self._scheduler_length()
+        self._new_generation(num_steps)
+        self.steps.scheduler_started(num_steps, calls_before)
+        self.gen.clocked = self.steps.clocked
 
     def _set_timesteps(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         self.threads.enter_generation(self.gen)
         result = original(*args, **kwargs)
         guards.check_other_cache(self.root)
         guards.reattach(self._hooks, self._patches)
-        num_steps = self._scheduler_length() or self.method.num_steps
-        calls = len(self.gen.calls) if self.gen is not None else 0
-        self._new_generation(num_steps)
-        self.steps.scheduler_started(num_steps, calls)
-        self.gen.clocked = self.steps.clocked
+        self._scheduler_generation(len(self.gen.calls) if self.gen is not None else 0)
         return result
 
     def _set_begin_index(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         result = original(*args, **kwargs)
         if self.gen is not None and not self.gen.calls:   # img2img / inpaint: the loop starts later
-            num_steps = self._scheduler_length() or self.method.num_steps
+            num_steps = self._scheduler_length()
             self.method.check_num_steps(num_steps)
             self.gen.num_steps = self.steps.num_steps = num_steps
         return result
@@ -207,10 +210,7 @@ class Session:
         self._scheduler_patches = InstancePatches()
         self.scheduler = new
         self._wrap_scheduler(new)
-        num_steps = self._scheduler_length() or self.method.num_steps
-        self._new_generation(num_steps)
-        self.steps.scheduler_started(num_steps, 0)
-        self.gen.clocked = self.steps.clocked
+        self._scheduler_generation(0)
 
     def _cache_context(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         context = Context.from_call(args, kwargs)

@@ -58,11 +58,16 @@ class BranchState:
 
     def cached_bytes(self) -> int:
         """Bytes held by this branch, each tensor counted once."""
-        return sum({id(t): payload_bytes(t) for t in self.tensors()}.values())
+        return _unique_bytes(self.tensors())
 
 
 def payload_bytes(payload: Any) -> int:
     return sum(t.numel() * t.element_size() for t in _tensors(payload))
+
+
+def _unique_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of these tensors, each counted once (a residual may also sit in a method's scratch)."""
+    return sum({id(t): t.numel() * t.element_size() for t in tensors}.values())
 
 
 def _tensors(payload: Any) -> list[torch.Tensor]:
@@ -139,7 +144,7 @@ class Generation:
     def cached_bytes(self) -> int:
         if self.released_bytes is not None:
             return self.released_bytes
-        return sum({id(t): payload_bytes(t) for b in self.branches.values() for t in b.tensors()}.values())
+        return _unique_bytes([t for b in self.branches.values() for t in b.tensors()])
 
     def release(self) -> None:
         """Free every cached tensor (the generation's books stay for ``stats``)."""
