@@ -8,7 +8,6 @@ editable install) and the other library imports; otherwise it is skipped with on
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import math
 import sys
@@ -85,19 +84,11 @@ def _anchor_pass(model: str, workload: Any, inputs: Any, steps: int) -> tuple[di
     except A.AnchorUnavailable as e:
         return {"label": label, "error": str(e)}, None
 
-    @contextlib.contextmanager
-    def installed() -> Any:
-        anchor.install(workload.target, steps)
-        try:
-            yield
-        finally:
-            anchor.remove()
-
     def body(_round: int) -> torch.Tensor:
         anchor.reset()
         return workload.generate(inputs, DEMO_SEEDS[0])
 
-    return {"label": label}, Pass(body, around=installed)
+    return {"label": label}, Pass(body, around=lambda: anchor.installed(workload.target, steps))
 
 
 def run_demo(out: str = "cachekit-demo", steps: int = 50, repeats: int = 3, recipe: str | None = None,

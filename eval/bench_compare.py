@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import contextlib
 import math
 import shlex
 import statistics
@@ -189,14 +188,7 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
 
 def _timed_anchor(anchor, target, steps, generate, repeats) -> float:
     """Alternate uncached passes with installed passes: install/remove around each cached pass."""
-    @contextlib.contextmanager
-    def installed():
-        anchor.install(target, steps)
-        try:
-            yield
-        finally:
-            anchor.remove()
-    return _timed(generate, lambda: generate(anchor.reset), installed, repeats)
+    return _timed(generate, lambda: generate(anchor.reset), lambda: anchor.installed(target, steps), repeats)
 
 
 # ------------------------------------------------------------------------------------------------

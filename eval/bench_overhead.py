@@ -12,13 +12,13 @@ FixedInterval(interval=2) reaches >= 0.9 x 1/computed_fraction.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import statistics
-import time
 
 import torch
 
 import cachekit
+from cachekit.evaluation.timing import Pass, alternate
 
 
 def wan_like():
@@ -75,24 +75,23 @@ def bench(name, build, steps, repeats):
         "hooks, interval 1": cachekit.FixedIntervalConfig(interval=1, warmup=0, final_steps=0),
         "fixed interval 2": cachekit.FixedIntervalConfig(interval=2, warmup=1, final_steps=1),
     }
-    times = {k: [] for k in configs}
     fraction = {}
-    outputs = {}
-    for rep in range(repeats + 1):  # rep 0 is the warm-up, not timed
-        for label, cfg in configs.items():
-            if cfg is not None:
-                cachekit.apply(model, cfg)
-                cachekit.reset(model, num_steps=steps)
-            t0 = time.perf_counter()
-            out = denoise(forward, x0, steps)
-            dt = time.perf_counter() - t0
-            if cfg is not None:
-                fraction[label] = cachekit.stats(model).computed_fraction
-                cachekit.remove(model)
-            if rep:
-                times[label].append(dt)
-            outputs[label] = out
-    med = {k: statistics.median(v) for k, v in times.items()}
+
+    @contextlib.contextmanager
+    def cached(label, cfg):   # apply / remove outside the timed region
+        cachekit.apply(model, cfg)
+        cachekit.reset(model, num_steps=steps)
+        try:
+            yield
+        finally:
+            fraction[label] = cachekit.stats(model).computed_fraction
+            cachekit.remove(model)
+
+    timed = alternate([Pass(lambda r: denoise(forward, x0, steps),
+                            around=contextlib.nullcontext if cfg is None else (lambda k=k, c=cfg: cached(k, c)))
+                       for k, cfg in configs.items()], repeats)
+    med = {k: t.median for k, t in zip(configs, timed)}
+    outputs = {k: t.first for k, t in zip(configs, timed)}
     base = med["uncached"]
     res = {
         "model": name,

@@ -23,8 +23,9 @@ the blocks (``macs.py``) for every row alike.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -107,6 +108,15 @@ class Anchor:
 
         HookRegistry.check_if_exists_or_initialize(self._transformer).reset_stateful_hooks(recurse=True)
         self._set_fixed_context(self._transformer)     # StateManager.reset also clears the context
+
+    @contextlib.contextmanager
+    def installed(self, target: Any, steps: int) -> Iterator[None]:
+        """Installed for the duration of a block (a timed pass), removed even if it raises."""
+        self.install(target, steps)
+        try:
+            yield
+        finally:
+            self.remove()
 
     def remove(self) -> None:
         from diffusers.hooks import HookRegistry
