@@ -19,6 +19,13 @@ def gen(pipe, **extra):
         return output_tensor("flux", pipe(**call_kwargs("flux", pipe, steps=8), **extra))
 
 
+def in_order(pipe, change, apply_first: bool) -> None:
+    """``change(pipe)`` and ``cachekit.apply(pipe, FI)``, in the given order."""
+    steps = [lambda: cachekit.apply(pipe, FI), lambda: change(pipe)]
+    for step in steps if apply_first else steps[::-1]:
+        step()
+
+
 @pytest.fixture(scope="module")
 def expected():
     pipe = build("flux")
@@ -49,12 +56,7 @@ def test_offload_in_either_order_keeps_caching_on(expected, enable, order):
     its hook back under it at the next call (it used to run uncached from the second call on)."""
     ref, cached = expected
     pipe = build("flux")
-    if order == "offload_then_apply":
-        enable(pipe)
-        cachekit.apply(pipe, FI)
-    else:
-        cachekit.apply(pipe, FI)
-        enable(pipe)
+    in_order(pipe, enable, apply_first=order == "apply_then_offload")
     for _ in range(3):
         assert torch.allclose(gen(pipe), cached, atol=1e-6)
         assert cachekit.stats(pipe).computed_fraction == 0.625
@@ -82,12 +84,7 @@ def test_lora_load_fuse_unfuse(order):
     cached = gen(pipe)
     cachekit.remove(pipe)
     pipe = build("flux")
-    if order == "lora_then_apply":
-        add_lora(pipe)
-        cachekit.apply(pipe, FI)
-    else:
-        cachekit.apply(pipe, FI)
-        add_lora(pipe)
+    in_order(pipe, add_lora, apply_first=order == "apply_then_lora")
     assert torch.equal(gen(pipe), cached) and cachekit.stats(pipe).computed_fraction == 0.625
     pipe.transformer.fuse_lora()
     assert torch.allclose(gen(pipe), cached, atol=1e-4)

@@ -21,6 +21,17 @@ def session(target):
     return vars(target)["_cachekit_session"]
 
 
+def toy_generation(config, steps: int):
+    """The toy model cached with ``config``, one bare-module generation of ``steps`` steps."""
+    m = Toy()
+    cachekit.apply(m, config)
+    cachekit.reset(m, num_steps=steps)
+    with torch.no_grad():
+        for t in range(steps, 0, -1):
+            m(torch.zeros(2, 3), torch.tensor(float(t)))
+    return m
+
+
 def test_a_pipeline_generation_frees_its_cache_when_its_last_step_returns():
     pipe = build("flux")
     cachekit.apply(pipe, FixedIntervalConfig(interval=2, forecast="taylor"))
@@ -39,13 +50,7 @@ def test_a_pipeline_generation_frees_its_cache_when_its_last_step_returns():
 
 def test_cached_bytes_counts_the_methods_own_tensors():
     def held(config):
-        m = Toy()
-        cachekit.apply(m, config)
-        cachekit.reset(m, num_steps=6)
-        with torch.no_grad():
-            for t in range(6, 0, -1):
-                m(torch.zeros(2, 3), torch.tensor(float(t)))
-        return cachekit.stats(m).cached_bytes
+        return cachekit.stats(toy_generation(config, 6)).cached_bytes
 
     residual = 2 * 3 * 4   # one fp32 (2, 3) residual
     assert held(FixedIntervalConfig(interval=2)) == residual
@@ -76,13 +81,7 @@ def test_every_config_with_its_defaults_runs_or_is_refused_at_construction(name)
     except ConfigError as e:
         assert "\n" not in str(e)
         return
-    m = Toy()
-    cachekit.apply(m, config)
-    cachekit.reset(m, num_steps=5)
-    with torch.no_grad():
-        for t in range(5, 0, -1):
-            m(torch.zeros(2, 3), torch.tensor(float(t)))
-    assert cachekit.stats(m).num_calls == 5
+    assert cachekit.stats(toy_generation(config, 5)).num_calls == 5
 
 
 @pytest.mark.parametrize("compile", [{"mode": "reduce-overhead"}, {"mode": "max-autotune"},
