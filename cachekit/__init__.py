@@ -10,7 +10,7 @@ Offline plans: ``rec = cachekit.record(pipe, runs)`` then ``cachekit.planning.pl
 from .adapters import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, register_layout, unregister_layout
 from .api import AlreadyAppliedError, NotAppliedError, apply, record, remove, reset, stats
 from .config import CacheConfig, ConfigError
-from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig
+from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig, ScheduleConfig
 from .recipe import Recipe, RecipeError, load_recipe, packaged_recipes, save_recipe
 from .recording import Recording
 from .runtime.guards import CacheBudgetError, CompositionError, ConcurrencyError
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "apply", "remove", "stats", "reset", "record", "register_layout", "unregister_layout",
-    "CacheConfig", "EasyCacheConfig", "FixedIntervalConfig", "BACConfig", "BlockDriftConfig", "ERTACacheConfig",
+    "CacheConfig", "EasyCacheConfig", "FixedIntervalConfig", "BACConfig", "BlockDriftConfig", "ERTACacheConfig", "ScheduleConfig",
     "ModelLayout", "BlockIO", "BlockUnits", "CacheStats", "Recording", "Recipe",
     "load_recipe", "save_recipe", "packaged_recipes",
     "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",

@@ -6,6 +6,7 @@ from .block_drift import BlockDrift, BlockDriftConfig
 from .easycache import EasyCache, EasyCacheConfig
 from .ertacache import ERTACache, ERTACacheConfig
 from .fixed_interval import FixedInterval, FixedIntervalConfig
+from .schedule import Schedule, ScheduleConfig
 
 __all__ = ["BAC", "BACConfig", "BlockDrift", "BlockDriftConfig", "CacheMethod", "SegmentContext", "SegmentOutput", "StepContext", "EasyCache", "EasyCacheConfig", "ERTACache", "ERTACacheConfig", "FixedInterval",
-           "FixedIntervalConfig"]
+           "FixedIntervalConfig", "Schedule", "ScheduleConfig"]

@@ -1,7 +1,8 @@
-"""Offline plans made from recordings (``cachekit.record``): pure functions of recorded arrays,
-tested without a model. One file per planner."""
+"""Offline plans: pure functions of recorded arrays (``cachekit.record``) or of measured edge
+errors (``lemica_edges``), tested without a model. One file per planner."""
 
 from .bac import BACPlan, plan_bac
 from .ertacache import ERTAPlan, plan_erta
+from .lemica import EdgeTable, LeMiCaPlan, lemica_edges, plan_lemica
 
-__all__ = ["BACPlan", "plan_bac", "ERTAPlan", "plan_erta"]
+__all__ = ["BACPlan", "plan_bac", "ERTAPlan", "plan_erta", "EdgeTable", "LeMiCaPlan", "lemica_edges", "plan_lemica"]

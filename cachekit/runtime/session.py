@@ -72,6 +72,9 @@ class Session:
         self.previous: Generation | None = None
         self.gen: Generation | None = self._generation(method.num_steps)
         self.call: Call | None = None        # the model call in progress, if any
+        # planning.lemica replays the uncached model outputs of the first steps (not through the
+        # hooks): the first scheduler step then has no call to check
+        self.prefix_replayed = False
         self.context: Context | None = None  # diffusers cache_context in effect, if any
         self._patches = InstancePatches()
         self._hooks: list[guards.Hooked] = []
@@ -192,7 +195,7 @@ class Session:
     def _scheduler_step(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         self.steps.tick()
         gen = self.gen
-        if self.steps.ticks == 1 and self.steps.clocked:
+        if self.steps.ticks == 1 and self.steps.clocked and not self.prefix_replayed:
             guards.check_alive(gen, self.block_names, self.root)
         result = original(*args, **kwargs)
         if self.steps.clocked and gen.num_steps is not None and self.steps.ticks >= gen.num_steps:

@@ -142,8 +142,8 @@ class StepSource:
         """(step key, step index when the context gives it). A key is (source, value)."""
         if context is not None and context.step_index is not None:
             return ("context", float(context.step_index)), context.step_index
-        if self._clocked:
-            return ("scheduler", float(self.ticks)), None
+        if self._clocked:   # the tick count is the step index (also when calls skip steps: planning.lemica)
+            return ("scheduler", float(self.ticks)), self.ticks
         t = self._read_timestep(args, kwargs)
         return (("timestep", t) if t is not None else None), None
 
