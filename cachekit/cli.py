@@ -205,7 +205,7 @@ def _calibrate_erta(args: argparse.Namespace, workload: Any, runs: list, inputs:
     with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
         rec = record(workload.target, runs, level="stack", progress=bar)
     cal = plan_erta(rec.arrays(), rec.fingerprint, fraction=args.fraction, max_error=args.max_error, correction=args.correction,
-                    warmup=args.warmup)
+                    warmup=args.warmup, groups=rec.run_ids())
     env = environment(args.command_line)
     model_cls = type(find_model(workload.target)[0]).__name__
     errs = list(cal.fit_error.values())
@@ -213,7 +213,12 @@ def _calibrate_erta(args: argparse.Namespace, workload: Any, runs: list, inputs:
                                 "warmup": args.warmup, "inputs": [str(i) for i in inputs], "seeds": list(args.seeds),
                                 "recordings": cal.recordings, "computed_steps": cal.computed,
                                 "fit_error_mean": float(np.mean(errs)) if errs else 0.0,
-                                "fit_error_max": float(np.max(errs)) if errs else 0.0},
+                                "fit_error_max": float(np.max(errs)) if errs else 0.0,
+                                # train vs held-out: leave-one-run-out error of the fit, and of the
+                                # calibration-free forecast it is pulled toward (ridge inf)
+                                "validation": {k: cal.validation.get(k) for k in
+                                               ("prior", "lam", "folds", "train_error", "heldout_error",
+                                                "prior_heldout_error")}},
                 "steps": cal.config.num_steps, "model": workload.name, "device": env["device"]}
     save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
                 source=f"calibrated by `{args.command_line}` ({env['device']})",

@@ -64,6 +64,11 @@ class Recording:
         steps = self.runs[run][self.leaders[run] if branch is None else branch][column]
         return np.stack([steps[t] for t in sorted(steps)])
 
+    def run_ids(self) -> list[int]:
+        """The generation of each entry of ``arrays()`` (its CFG branches share one id): the
+        groups a planner holds out together when it cross-validates a fit."""
+        return [r for r, run in enumerate(self.runs) for _ in run]
+
     def arrays(self, column: int = 0) -> list[np.ndarray]:
         """(steps, features) of one column for every generation and branch."""
         self.num_steps  # noqa: B018 - raises when step counts differ

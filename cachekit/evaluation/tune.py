@@ -69,7 +69,8 @@ def calibrated_candidates(workload: Workload, methods: Sequence[str], inputs: Se
     from ..planning import plan_erta
 
     rec = record(workload.target, workload.runs(inputs, seeds, batch_size), level="stack")
-    return [plan_erta(rec.arrays(), rec.fingerprint, fraction=f).config for f in SEARCH_SPACES["ertacache"]["fraction"]]
+    return [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, groups=rec.run_ids()).config
+            for f in SEARCH_SPACES["ertacache"]["fraction"]]
 
 
 def _passes(q: dict, target_psnr: float | None, max_ssim_drop: float | None) -> bool:

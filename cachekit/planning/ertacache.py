@@ -4,7 +4,7 @@ documented in ``cachekit/methods/ertacache.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -49,56 +49,157 @@ def compute_steps(err: np.ndarray, computes: int, warmup: int = 0) -> list[int]:
     return acs_schedule(-err, max(computes, 2 if T > 1 else 1, min(warmup, T - 1) + 1), force_last=True)
 
 
-def fit_corrections(residuals: Sequence[np.ndarray], computed: Sequence[int],
-                    linear: bool = True) -> dict[int, tuple[float, float, float]]:
+def prior_coefficients(computed: Sequence[int], t: int, prior: str) -> tuple[float, float]:
+    """The calibration-free (gamma, beta) a fit is pulled toward: "hold" reuses R_a as it is
+    (1, 0); "taylor" is the first-order forecast through a' and a evaluated at t,
+    R_a + (t - a) / (a - a') (R_a - R_a'), i.e. (1, (t - a) / (a - a')); without a' it is hold."""
+    if prior == "hold":
+        return 1.0, 0.0
+    if prior != "taylor":
+        raise ValueError(f"prior must be 'hold' or 'taylor', got {prior!r}")
+    a, b = anchors(computed, t)
+    return (1.0, 0.0) if b is None else (1.0, (t - a) / (a - b))
+
+
+def fit_ridge(X: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float) -> np.ndarray:
+    """argmin ||y - X c||^2 + lam * s * ||c - prior||^2 with s = trace(X^T X) / k (so lam is
+    dimensionless): lam 0 is ``fit_linear``, lam inf is the prior."""
+    prior = np.asarray(prior, dtype=np.float64)
+    if np.isinf(lam):
+        return prior.copy()
+    if lam == 0:
+        return fit_linear(X, y)
+    X = np.asarray(X, dtype=np.float64).reshape(len(y), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    G = X.T @ X
+    s = max(float(np.trace(G)) / G.shape[0], 1e-30)
+    return np.linalg.solve(G + lam * s * np.eye(G.shape[0]), X.T @ y + lam * s * prior)
+
+
+#: Ridge strengths tried by cross-validation; inf is the calibration-free forecast itself, so the
+#: chosen fit is never worse than it on the held-out folds.
+LAMBDAS = (0.0, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, float("inf"))
+
+
+def _design(residuals: Sequence[np.ndarray], computed: Sequence[int], t: int, linear: bool) -> tuple[np.ndarray, np.ndarray]:
+    a, b = anchors(computed, t)
+    cols = [np.concatenate([R[a] for R in residuals])]
+    if linear and b is not None:
+        cols.append(np.concatenate([R[a] - R[b] for R in residuals]))
+    return np.stack(cols, axis=1), np.concatenate([R[t] for R in residuals])
+
+
+def _rel(y: np.ndarray, X: np.ndarray, coef: np.ndarray) -> float:
+    return float(np.sum((y - X @ coef) ** 2) / max(np.sum(y ** 2), 1e-30))
+
+
+def fit_corrections(residuals: Sequence[np.ndarray], computed: Sequence[int], linear: bool = True,
+                    lam: float = 0.0, prior: str = "taylor") -> dict[int, tuple[float, float, float]]:
     """Per reuse step t: (gamma_t, beta_t, relative squared error left after the fit), fitting
-    R_t ~ gamma R_a + beta (R_a - R_a') over every recording's elements."""
+    R_t ~ gamma R_a + beta (R_a - R_a') over every recording's elements, ridge-pulled toward the
+    ``prior`` forecast with strength ``lam`` (0: plain least squares)."""
     T = residuals[0].shape[0]
     out = {}
     for t in range(T):
         if t in computed:
             continue
-        a, b = anchors(computed, t)
-        cols = [np.concatenate([R[a] for R in residuals])]
-        if linear and b is not None:
-            cols.append(np.concatenate([R[a] - R[b] for R in residuals]))
-        X, y = np.stack(cols, axis=1), np.concatenate([R[t] for R in residuals])
-        coef = fit_linear(X, y)
-        left = float(np.sum((y - X @ coef) ** 2) / max(np.sum(y ** 2), 1e-30))
-        out[t] = (float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, left)
+        X, y = _design(residuals, computed, t, linear)
+        p = np.array(prior_coefficients(computed, t, prior)[:X.shape[1]])
+        coef = fit_ridge(X, y, p, lam)
+        out[t] = (float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, _rel(y, X, coef))
     return out
+
+
+def cross_validate(residuals: Sequence[np.ndarray], computed: Sequence[int], groups: Sequence[int],
+                   linear: bool = True, prior: str = "taylor", lambdas: Sequence[float] = LAMBDAS) -> dict:
+    """Leave-one-group-out error of the fits for each ridge strength (one strength for all steps):
+    a group is one calibration run (its CFG branches share the noise, so they are held out
+    together). Returns {"lam": chosen, "cv": {lam: error}, "train": error at the chosen lam}, errors
+    as relative squared errors summed over reuse steps / summed target energy. With one group
+    there is nothing to hold out: the prior (lam = inf) is chosen."""
+    groups = list(groups)
+    ids = sorted(set(groups))
+    T = residuals[0].shape[0]
+    reuse = [t for t in range(T) if t not in computed]
+    if len(ids) < 2 or not reuse:
+        return {"lam": float("inf"), "cv": {}, "train": None, "folds": len(ids)}
+    cv = {}
+    for lam in lambdas:
+        num = den = 0.0
+        for g in ids:
+            train = [R for R, k in zip(residuals, groups) if k != g]
+            test = [R for R, k in zip(residuals, groups) if k == g]
+            for t in reuse:
+                X, y = _design(train, computed, t, linear)
+                p = np.array(prior_coefficients(computed, t, prior)[:X.shape[1]])
+                coef = fit_ridge(X, y, p, lam)
+                Xh, yh = _design(test, computed, t, linear)
+                num += float(np.sum((yh - Xh @ coef) ** 2))
+                den += float(np.sum(yh ** 2))
+        cv[lam] = num / max(den, 1e-30)
+    lam = min(cv, key=lambda k: (cv[k], -k))   # ties: the stronger pull (closer to the prior)
+    return {"lam": lam, "cv": cv, "folds": len(ids)}
 
 
 @dataclass
 class ERTAPlan:
-    """An ERTACache plan and what it was fitted from."""
+    """An ERTACache plan and what it was fitted from.
+
+    Attributes:
+        fit_error: reuse step -> relative squared error left after the fit on all calibration runs.
+        validation: the ridge strength chosen by leave-one-run-out cross-validation and the held-out
+            error of every strength tried (``cross_validate``); the prior's own held-out error is
+            the entry at inf.
+    """
 
     config: ERTACacheConfig
     computed: list[int]
-    fit_error: dict[int, float]        # reuse step -> relative squared error left after the fit
+    fit_error: dict[int, float]
     recordings: int
+    validation: dict = field(default_factory=dict)
 
 
 def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: float | None = None,
-              max_error: float | None = None, correction: str = "linear", warmup: int = 2) -> ERTAPlan:
+              max_error: float | None = None, correction: str = "linear", warmup: int = 2,
+              groups: Sequence[int] | None = None, prior: str = "taylor", ridge: float | None = None) -> ERTAPlan:
     """Static reuse set for a computed ``fraction`` of steps, or the cheapest one whose worst reuse
     step keeps a fitted relative squared error <= ``max_error``; then the per-step fit. The first
-    ``warmup`` steps are always computed."""
+    ``warmup`` steps are always computed.
+
+    The fit is pulled toward the calibration-free ``prior`` forecast ("taylor" or "hold") with a
+    ridge strength chosen by leave-one-run-out cross-validation over ``groups`` (the calibration
+    run of each recording, ``Recording.run_ids()``; default: every recording its own run), among
+    strengths that include the prior itself, so the fit never does worse than the prior on the
+    held-out runs. One run: the prior is used (nothing to validate a fit on). ``ridge`` fixes the
+    strength instead (0: plain least squares, the unregularised fit)."""
     if (fraction is None) == (max_error is None):
         raise ValueError("plan_erta: give exactly one of fraction and max_error")
     T = recordings[0].shape[0]
+    groups = list(range(len(recordings))) if groups is None else list(groups)
+    if len(groups) != len(recordings):
+        raise ValueError(f"plan_erta: {len(groups)} groups for {len(recordings)} recordings")
     err = reuse_error_matrix(recordings)
     linear = correction == "linear"
     if fraction is not None:
         budgets = [max(2, min(T, int(round(fraction * T))))]
     else:
         budgets = list(range(2, T + 1))
+    validation: dict = {}
     for k in budgets:
         computed = compute_steps(err, k, warmup)
-        fits = fit_corrections(recordings, computed, linear=linear) if correction != "none" else {
-            t: (1.0, 0.0, float(err[anchors(computed, t)[0], t])) for t in range(T) if t not in computed}
+        if correction == "none":
+            fits = {t: (1.0, 0.0, float(err[anchors(computed, t)[0], t])) for t in range(T) if t not in computed}
+        else:
+            validation = ({"lam": float(ridge), "cv": {}, "folds": len(set(groups))} if ridge is not None
+                          else cross_validate(recordings, computed, groups, linear, prior))
+            fits = fit_corrections(recordings, computed, linear=linear, lam=validation["lam"], prior=prior)
         if max_error is None or not fits or max(f[2] for f in fits.values()) <= max_error:
             break
     cfg = ERTACacheConfig(reuse_steps=tuple(sorted(fits)), num_steps=T, model=fingerprint, correction=correction,
                           coefficients=tuple((t, g, b) for t, (g, b, _) in sorted(fits.items())))
-    return ERTAPlan(cfg, computed, {t: f[2] for t, f in fits.items()}, len(recordings))
+    if validation:
+        validation = {**validation, "prior": prior,
+                      "train_error": float(np.mean([f[2] for f in fits.values()])) if fits else 0.0,
+                      "heldout_error": validation["cv"].get(validation["lam"]),
+                      "prior_heldout_error": validation["cv"].get(float("inf"))}
+    return ERTAPlan(cfg, computed, {t: f[2] for t, f in fits.items()}, len(recordings), validation)
