@@ -102,3 +102,43 @@ def test_warmup_steps_are_always_computed():
     err = reuse_error_matrix([rng.normal(size=(12, 30)).cumsum(0)])
     steps = compute_steps(err, 5, warmup=3)
     assert steps[:3] == [0, 1, 2] and len(steps) == 5 and steps[-1] == 11
+
+
+def _runs(coef_per_run, seed=0):
+    """Recordings (T=4, computed 0, 1, 3) whose reuse step 2 is R2 = 2 R1 - R0 + c R1 per run."""
+    g = np.random.default_rng(seed)
+    out = []
+    for c in coef_per_run:
+        R = g.standard_normal((4, 300))
+        R[2] = 2 * R[1] - R[0] + c * R[1]
+        out.append(R)
+    return out
+
+
+def test_cross_validation_keeps_a_fit_that_carries_over():
+    from cachekit.planning.ertacache import cross_validate
+
+    recs = _runs([0.5, 0.5, 0.5])
+    cv = cross_validate(recs, [0, 1, 3], [0, 1, 2])
+    assert cv["lam"] == 0.0 and cv["cv"][0.0] < 1e-12 < cv["cv"][float("inf")]
+
+
+def test_cross_validation_falls_back_to_the_forecast_when_fits_do_not_carry_over():
+    from cachekit.planning.ertacache import cross_validate, fit_corrections
+
+    recs = _runs([3.0, -3.0])     # each run's own fit is the other's worst case; Taylor is between
+    cv = cross_validate(recs, [0, 1, 3], [0, 1])
+    assert cv["lam"] > 1.0 and cv["cv"][cv["lam"]] <= cv["cv"][0.0] / 2
+    # the prior itself: (gamma, beta) = (1, (2 - 1) / (1 - 0)), the Taylor step through steps 0 and 1
+    assert fit_corrections(recs, [0, 1, 3], lam=float("inf"))[2][:2] == (1.0, 1.0)
+
+
+def test_plan_reports_train_and_heldout_error_and_one_run_uses_the_forecast():
+    recs = _runs([0.5, 0.5])
+    cal = plan_erta(recs, fraction=0.75, warmup=2, groups=[0, 1])
+    v = cal.validation
+    assert v["lam"] == 0.0 and v["heldout_error"] <= v["prior_heldout_error"] and v["train_error"] >= 0
+    one = plan_erta(recs[:1], fraction=0.75, warmup=2)
+    assert one.validation["lam"] == float("inf")
+    with pytest.raises(ValueError, match="2 groups for 1 recordings"):
+        plan_erta(recs[:1], fraction=0.75, groups=[0, 1])
