@@ -173,6 +173,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in args.seeds for c in chunks]
     if args.method == "ertacache":
         return _calibrate_erta(args, workload, runs, inputs)
+    if args.method == "lemica":
+        return _calibrate_lemica(args, workload, runs, inputs)
     with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
         rec = record(workload.target, runs, level="units", progress=bar)
     cal = plan_bac(rec, updates=args.updates, top_n=args.top_n, metric=args.metric)
@@ -226,6 +228,42 @@ def _calibrate_erta(args: argparse.Namespace, workload: Any, runs: list, inputs:
                       "adjustment) and beta (residual linearisation) fitted by least squares (cachekit.methods.ertacache)")
     print(f"wrote {args.out}: computed fraction {cal.config.computed_fraction:.3f} ({len(cal.computed)} of "
           f"{cal.config.num_steps} steps), fitted error mean {measured['calibration']['fit_error_mean']:.4f}")
+    return 0
+
+
+def _calibrate_lemica(args: argparse.Namespace, workload: Any, runs: list, inputs: list) -> int:
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .adapters import find_model
+    from .evaluation.runner import environment
+    from .methods.schedule import ScheduleConfig
+    from .planning import lemica_edges, plan_lemica
+    from .recipe import save_recipe
+
+    if (args.fraction is None) == (args.max_error is None):
+        raise CLIError("cachekit calibrate --method lemica: give exactly one of --fraction and --max-error")
+    template = ScheduleConfig(units=args.units, forecast=args.forecast)
+    t0 = time.time()
+    with tqdm(desc="calibrate: edges", disable=args.quiet, unit="run") as bar:
+        table = lemica_edges(workload.target, runs, template=template, max_skip=args.max_skip, progress=bar)
+    cal = plan_lemica(table, fraction=args.fraction, max_error=args.max_error)
+    env = environment(args.command_line)
+    model_cls = type(find_model(workload.target)[0]).__name__
+    measured = {"calibration": {"fraction": args.fraction, "max_error": args.max_error, "max_skip": args.max_skip,
+                                "inputs": [str(i) for i in inputs], "seeds": list(args.seeds), "runs": table.runs,
+                                "model_calls": table.model_calls, "model_calls_without_shared_prefixes": table.full_calls,
+                                "seconds": round(time.time() - t0, 1),
+                                "edge_errors": [round(e, 6) for e in cal.edge_errors],
+                                "predicted_max_edge_error": cal.predicted},
+                "steps": table.num_steps, "model": workload.name, "device": env["device"]}
+    save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
+                source=f"calibrated by `{args.command_line}` ({env['device']})",
+                notes="LeMiCa-style global schedule: edges weighted by the final output's mean absolute error, "
+                      "lexicographic minimax path (cachekit.planning.lemica)")
+    print(f"wrote {args.out}: {len(cal.computed)} of {table.num_steps} steps computed {cal.computed}; "
+          f"{table.model_calls} model calls ({table.full_calls} without shared prefixes)")
     return 0
 
 
@@ -311,18 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "held-out inputs default to the calibration inputs with these seeds")
     t.set_defaults(func=_cmd_tune)
 
-    c = sub.add_parser("calibrate", help="BAC or ERTACache: record full-compute runs on calibration inputs, write a plan recipe",
+    c = sub.add_parser("calibrate", help="BAC, ERTACache or LeMiCa: full-compute runs on calibration inputs, write a plan recipe",
                        description="Full-compute runs on calibration inputs record every sub-block unit's output "
                                    "(self-attention, cross-attention, FFN) at every step; the Adaptive Caching "
                                    "Scheduler picks --updates recompute steps per unit and Bubbling Union adds the "
                                    "later FFNs' steps to the --top-n most volatile units. Writes a BAC recipe.")
     _model_args(c, out="bac.yaml", repeats=None)
-    c.add_argument("--method", choices=("bac", "ertacache"), default="bac",
+    c.add_argument("--method", choices=("bac", "ertacache", "lemica"), default="bac",
                    help="bac: per-unit plan; ertacache: static reuse set of the whole stack with fitted "
-                        "per-step corrections (default: %(default)s)")
-    c.add_argument("--fraction", type=float, default=None, help="ertacache: computed fraction of steps to plan for")
+                        "per-step corrections; lemica: global schedule from final-output errors (default: %(default)s)")
+    c.add_argument("--fraction", type=float, default=None,
+                   help="ertacache / lemica: computed fraction of steps to plan for")
     c.add_argument("--max-error", type=float, default=None,
-                   help="ertacache: instead of --fraction, the cheapest plan whose worst fitted error stays under this")
+                   help="ertacache / lemica: instead of --fraction, the cheapest plan whose worst fitted (ertacache) "
+                        "or edge (lemica: final-output mean absolute error) error stays under this")
+    c.add_argument("--max-skip", type=_positive_int, default=6,
+                   help="lemica: longest edge, in steps (default: %(default)s)")
+    c.add_argument("--units", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                   help="lemica: reuse sub-block units (true) or the block stack (false) (default: true)")
+    c.add_argument("--forecast", choices=("none", "taylor", "foca"), default="taylor",
+                   help="lemica: forecast on reuse steps (default: %(default)s)")
     c.add_argument("--correction", choices=("linear", "scale", "none"), default="linear",
                    help="ertacache: fitted terms (default: %(default)s)")
     c.add_argument("--warmup", type=int, default=2, help="ertacache: first steps always computed (default: %(default)s)")

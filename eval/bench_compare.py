@@ -2,6 +2,11 @@
 
     python eval/bench_compare.py --model digits --steps 50 28 --inputs 4 --out eval/results/compare
 
+``--lemica-fractions`` adds global schedules (``cachekit.planning.lemica``, sub-block units with a
+Taylor forecast) planned from final-output errors on the calibration seeds and the first
+``--calib-inputs`` inputs; the report then has a table of PSNR at computed fractions 0.35 and 0.5
+(each method's upper envelope, interpolated) against the anchors and cachekit's earlier methods.
+
 Per step count: one uncached pass, then every cachekit config (``CACHEKIT_GRID`` or ``--cachekit``)
 and every anchor setting (``eval/anchors``: FirstBlockCache, MagCache calibrated on
 this model and step count, TaylorSeer, PyramidAttentionBroadcast, FasterCache, cache-dit DBCache with
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Callable, ContextManager
 
 import anchors as A   # eval/anchors, beside this script
+import numpy as np
 import torch
 
 import cachekit
@@ -41,7 +47,8 @@ from cachekit.evaluation.report import pyplot
 from cachekit.evaluation.runner import applied, quality
 from cachekit.evaluation.sweep import grid_configs, pareto_front
 from cachekit.evaluation.timing import Pass, alternate
-from cachekit.planning import plan_bac, plan_erta
+from cachekit.methods.schedule import ScheduleConfig
+from cachekit.planning import lemica_edges, plan_bac, plan_erta, plan_lemica
 
 #: method -> grid specs as ``cachekit sweep`` takes them (``sweep.grid_configs``); add a method
 #: here (or pass ``--cachekit method:key=spec:...``) to put it in the comparison.
@@ -130,13 +137,25 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
 
     add("none", "uncached", {}, ref, full, 1.0)
 
+    calib_inputs = list(wl.default_inputs)[:args.calib_inputs or args.inputs]
+    # two runs per seed at least, so that ERTACache's fit is cross-validated across runs
+    calib_batch = max(1, -(-len(calib_inputs) // 2))
+
     def calibrate_bac(updates: list[int]) -> list[CacheConfig]:
-        runs = wl.runs(inputs, args.calib_seeds, len(inputs))
+        runs = wl.runs(calib_inputs, args.calib_seeds, calib_batch)
         cfgs = [plan_bac(rec, updates=m, top_n=4).config for rec in [cachekit.record(wl.target, runs)]
                 for m in updates] if updates else []
         if args.erta_fractions:   # ERTACache plans from full runs on the same calibration seeds
             rec = cachekit.record(wl.target, runs, level="stack")
-            cfgs += [plan_erta(rec.arrays(), rec.fingerprint, fraction=f).config for f in args.erta_fractions]
+            cfgs += [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, groups=rec.run_ids()).config
+                     for f in args.erta_fractions]
+        if args.lemica_fractions:   # global schedules from final-output edge errors, same calibration runs
+            t0 = time.time()
+            table = lemica_edges(wl.target, runs, template=ScheduleConfig(units=True, forecast="taylor"),
+                                 max_skip=max(4, round(steps / 6)))
+            log(f"  LeMiCa edges: {table.model_calls} model calls ({table.full_calls} without shared prefixes), "
+                f"{time.time() - t0:.0f} s")
+            cfgs += [plan_lemica(table, fraction=f).config for f in args.lemica_fractions]
         return cfgs
 
     for cfg in cachekit_configs(args.cachekit, steps, args.bac_recipe, args.bac_updates, calibrate_bac):
@@ -158,6 +177,9 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
         params = dict(cfg.to_dict().get("settings", {}))
         if "plan" in params:   # a BAC plan: summarised, not printed
             params = {"num_steps": params.get("num_steps"), "plan": f"<{len(params['plan'])} units>"}
+        if "compute_steps" in params:   # a global schedule: its steps
+            params = {"num_steps": params["num_steps"], "compute_steps": params["compute_steps"],
+                      "units": params["units"], "forecast": params.get("forecast", "none")}
         if "coefficients" in params:   # an ERTACache plan: summarised
             params = {"num_steps": params["num_steps"], "reused": len(params["reuse_steps"]),
                       "correction": params["correction"]}
@@ -230,12 +252,57 @@ def markdown(model: str, rows: list[dict], command: str, timed: bool, versions: 
             lines.append(f"| {r['family']} | {r['method']} | `{r['params']}` | {r['mac_fraction']:.3f} | {bf} | "
                          f"{min(r['psnr'], 99):.2f} | {r['ssim']:.4f} |" +
                          (f" {r['wall_speedup']:.2f}x |" if timed and r["wall_speedup"] else (" |" if timed else "")))
+        lines += equal_fraction(rs)
         cannot = [r for r in rows if r["steps"] == steps and r["status"] != "ok"]
         if cannot:
             lines += ["", "Could not run:", ""] + [f"- {r['family']} {r['method']} `{r['params']}`: "
                                                    f"{r['status'].removeprefix('cannot run: ')}" for r in cannot]
         lines.append("")
     return "\n".join(lines)
+
+
+#: the other libraries' strongest caches, as the targets name them
+STRONGEST_ANCHORS = (("diffusers", "TaylorSeer"), ("cache-dit", "DBCache+TaylorSeer"), ("diffusers", "MagCache"))
+FRACTIONS = (0.35, 0.5)
+
+
+def envelope(points: list[tuple[float, float]], f: float) -> float:
+    """Best PSNR reachable at or below fraction f on the upper envelope of (fraction, PSNR) points,
+    linearly interpolated between Pareto points; NaN below the cheapest point."""
+    front = []
+    for x, y in sorted(points):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    if not front or f < front[0][0]:
+        return float("nan")
+    for (x0, y0), (x1, y1) in zip(front, front[1:]):
+        if x0 <= f <= x1:
+            return y0 + (y1 - y0) * (f - x0) / (x1 - x0) if x1 > x0 else max(y0, y1)
+    return front[-1][1]
+
+
+def equal_fraction(rs: list[dict]) -> list[str]:
+    """PSNR of every method at computed fractions 0.35 and 0.5, and the global schedule against the
+    best of the strongest anchors and of cachekit's other methods."""
+    groups = {}
+    for r in rs:
+        groups.setdefault((r["family"], r["method"]), []).append((r["mac_fraction"], min(r["psnr"], 99.0)))
+    at = {k: {f: envelope(v, f) for f in FRACTIONS} for k, v in groups.items()}
+    lines = ["", "PSNR at equal computed fraction (upper envelope of each method's rows, interpolated):", "",
+             "| family | method | @0.35 | @0.5 |", "|---|---|---|---|"]
+    lines += [f"| {fam} | {m} | " + " | ".join("-" if np.isnan(v[f]) else f"{v[f]:.2f}" for f in FRACTIONS) + " |"
+              for (fam, m), v in at.items()]
+    if ("cachekit", "schedule") in at:
+        lines.append("")
+        for f in FRACTIONS:
+            new = at[("cachekit", "schedule")][f]
+            rivals = [(v[f], f"{fam} {m}") for (fam, m), v in at.items()
+                      if ((fam, m) in STRONGEST_ANCHORS or (fam == "cachekit" and m != "schedule")) and not np.isnan(v[f])]
+            if rivals and not np.isnan(new):
+                best = max(rivals)
+                lines.append(f"- fraction {f}: global schedule {new:.2f} dB vs best rival {best[1]} {best[0]:.2f} dB: "
+                             f"**{new - best[0]:+.2f} dB**")
+    return lines
 
 
 def plot(model: str, rows: list[dict], out: Path, timed: bool) -> None:
@@ -287,6 +354,10 @@ def main() -> None:
                     help="calibrate BAC here with these budgets M (on --calib-seeds)")
     ap.add_argument("--erta-fractions", type=lambda s: [float(v) for v in s.split(",") if v], default=[],
                     help="calibrate ERTACache here for these computed fractions (on --calib-seeds)")
+    ap.add_argument("--lemica-fractions", type=lambda s: [float(v) for v in s.split(",") if v], default=[],
+                    help="plan global schedules (LeMiCa, units + Taylor) for these computed fractions (on --calib-seeds)")
+    ap.add_argument("--calib-inputs", type=int, default=None,
+                    help="calibrate BAC / ERTACache / LeMiCa on the first N default inputs (default: --inputs)")
     ap.add_argument("--anchors", nargs="*", default=None, help="only these anchor methods (default: all)")
     ap.add_argument("--time", action="store_true", help="also wall-time every row (alternating, median)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -310,8 +381,9 @@ def main() -> None:
             w = csv.DictWriter(f, fieldnames=FIELDS)
             w.writeheader()
             w.writerows(rows)
-        note = (f"Inputs: first {args.inputs} default inputs x seeds {args.seeds}; calibration seeds "
-                f"{args.calib_seeds}; one process, same seeds and inputs for every row.")
+        note = (f"Inputs: first {args.inputs} default inputs x seeds {args.seeds}; calibration: first "
+                f"{args.calib_inputs or args.inputs} inputs x seeds {args.calib_seeds}; one process, same seeds and "
+                f"inputs for every row.")
         (out / f"{model}.md").write_text(markdown(model, rows, command, args.time, versions, note))
         plot(model, rows, out, args.time)
         log(f"wrote {out / model}.csv/.md/_speedup_psnr.png/_psnr_fraction.png")
