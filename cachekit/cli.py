@@ -239,7 +239,7 @@ def _calibrate_lemica(args: argparse.Namespace, workload: Any, runs: list, input
     from .adapters import find_model
     from .evaluation.runner import environment
     from .methods.schedule import ScheduleConfig
-    from .planning import lemica_edges, plan_lemica
+    from .planning import choose_lemica, lemica_edges, plan_lemica
     from .recipe import save_recipe
 
     if (args.fraction is None) == (args.max_error is None):
@@ -248,7 +248,9 @@ def _calibrate_lemica(args: argparse.Namespace, workload: Any, runs: list, input
     t0 = time.time()
     with tqdm(desc="calibrate: edges", disable=args.quiet, unit="run") as bar:
         table = lemica_edges(workload.target, runs, template=template, max_skip=args.max_skip, progress=bar)
-    cal = plan_lemica(table, fraction=args.fraction, max_error=args.max_error)
+    # a budget: minimax or min-sum plan, whichever is closer to the uncached outputs on these runs
+    cal = (plan_lemica(table, max_error=args.max_error) if args.max_error is not None
+           else choose_lemica(workload.target, runs, table, fraction=args.fraction))
     env = environment(args.command_line)
     model_cls = type(find_model(workload.target)[0]).__name__
     measured = {"calibration": {"fraction": args.fraction, "max_error": args.max_error, "max_skip": args.max_skip,
@@ -256,7 +258,8 @@ def _calibrate_lemica(args: argparse.Namespace, workload: Any, runs: list, input
                                 "model_calls": table.model_calls, "model_calls_without_shared_prefixes": table.full_calls,
                                 "seconds": round(time.time() - t0, 1),
                                 "edge_errors": [round(e, 6) for e in cal.edge_errors],
-                                "predicted_max_edge_error": cal.predicted},
+                                "predicted_max_edge_error": cal.predicted, "criterion": cal.criterion,
+                                "checked_final_error": cal.checked},
                 "steps": table.num_steps, "model": workload.name, "device": env["device"]}
     save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
                 source=f"calibrated by `{args.command_line}` ({env['device']})",

@@ -48,7 +48,7 @@ from cachekit.evaluation.runner import applied, quality
 from cachekit.evaluation.sweep import grid_configs, pareto_front
 from cachekit.evaluation.timing import Pass, alternate
 from cachekit.methods.schedule import ScheduleConfig
-from cachekit.planning import lemica_edges, plan_bac, plan_erta, plan_lemica
+from cachekit.planning import choose_lemica, lemica_edges, plan_bac, plan_erta
 
 #: method -> grid specs as ``cachekit sweep`` takes them (``sweep.grid_configs``); add a method
 #: here (or pass ``--cachekit method:key=spec:...``) to put it in the comparison.
@@ -155,7 +155,10 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
                                  max_skip=max(4, round(steps / 6)))
             log(f"  LeMiCa edges: {table.model_calls} model calls ({table.full_calls} without shared prefixes), "
                 f"{time.time() - t0:.0f} s")
-            cfgs += [plan_lemica(table, fraction=f).config for f in args.lemica_fractions]
+            for f in args.lemica_fractions:   # minimax or min-sum, whichever is closer on the calibration runs
+                plan = choose_lemica(wl.target, runs, table, fraction=f)
+                log(f"  LeMiCa {f}: {plan.criterion} chosen; calibration errors {plan.checked}")
+                cfgs.append(plan.config)
         return cfgs
 
     for cfg in cachekit_configs(args.cachekit, steps, args.bac_recipe, args.bac_updates, calibrate_bac):

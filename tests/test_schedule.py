@@ -203,3 +203,23 @@ def test_plan_options(edges):
     with pytest.raises(ValueError, match="exactly one"):
         plan_lemica(t, budget=3, fraction=0.5)
     assert plan_lemica(t, budget=3).config.model == t.fingerprint
+
+
+def test_minsum_path_by_hand():
+    from cachekit.planning.lemica import minsum_path
+
+    W = table(4, {(0, 2): 0.5, (2, 4): 0.5, (1, 4): 0.9, (0, 3): 0.8})
+    assert minsum_path(W, 2) == [0, 3]       # 0.8 + 0 < 0.5 + 0.5 (sum 1.0), where minimax takes [0, 2]
+    assert minimax_path(W, 2) == [0, 2]
+
+
+def test_choose_lemica_keeps_the_candidate_closest_on_the_calibration_runs(dit, edges):
+    from cachekit.planning import choose_lemica
+
+    runs, t = edges
+    plan = choose_lemica(dit, runs, t, budget=3)
+    assert set(plan.checked) == {"minimax", "sum"}
+    assert plan.checked[plan.criterion] == min(plan.checked.values())
+    assert plan.computed == plan_lemica(t, budget=3, criterion=plan.criterion).computed
+    with pytest.raises(ValueError, match="measured on 2 runs, got 1"):
+        choose_lemica(dit, runs[:1], t, budget=3)
