@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(t, out="tuned.yaml", repeats=3, inputs=False)
     t.add_argument("--methods", default="easycache,fixed_interval,block_drift,ertacache",
-                   help="methods to search, each with forecasting on and off where it applies (default: %(default)s)")
+                   help="methods to search, each with forecasting on and off where it applies; add lemica for "
+                        "global schedules (the costliest calibration) (default: %(default)s)")
     t.add_argument("--target-psnr", type=float, help="minimum mean PSNR vs uncached, dB")
     t.add_argument("--max-ssim-drop", type=float, help="maximum 1 - mean SSIM vs uncached")
     for which in ("calib", "holdout"):

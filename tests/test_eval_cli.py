@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+import cachekit
 from cachekit.cli import main
 
 FI = ["--method", "fixed_interval", "--set", "interval=2", "--set", "warmup=1", "--set", "final_steps=1"]
@@ -140,17 +141,34 @@ def test_tune_searches_every_method_with_forecasts_and_calibrated_plans(tmp_path
                         {"interval": [3], "warmup": [1], "final_steps": [1], "forecast": ["none", "taylor"]})
     monkeypatch.setitem(tune_mod.SEARCH_SPACES, "block_drift", {"threshold": [0.3], "fn": [1], "warmup": [1]})
     monkeypatch.setitem(tune_mod.SEARCH_SPACES, "ertacache", {"fraction": [0.5]})
+    monkeypatch.setitem(tune_mod.SEARCH_SPACES, "lemica", {"fraction": [0.5]})
     out = tmp_path / "tuned.yaml"
-    code = main(["tune", "--model", "cli_models:tiny_dit", "--methods", "fixed_interval,block_drift,ertacache",
+    code = main(["tune", "--model", "cli_models:tiny_dit", "--methods", "fixed_interval,block_drift,ertacache,lemica",
                  "--target-psnr", "0", "--calib-labels", "1,2", "--holdout-labels", "3", "--repeats", "1",
                  "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     log = json.loads(out.with_suffix(".tune.json").read_text())
     seen = [(r["method"], r["settings"].get("forecast")) for r in log["calibration"]]
     assert seen == [("fixed_interval", "none"), ("fixed_interval", "taylor"), ("block_drift", "none"),
-                    ("ertacache", "none")]
-    erta = log["calibration"][-1]
+                    ("ertacache", "none"), ("schedule", "taylor")]
+    erta, lemica = log["calibration"][-2:]
     assert erta["settings"]["reuse_steps"] and erta["computed_fraction"] < 1.0
+    assert lemica["settings"]["units"] and 0 in lemica["settings"]["compute_steps"] and lemica["computed_fraction"] < 1.0
+
+
+def test_calibrate_lemica_writes_a_schedule_with_its_cost(tmp_path, capsys):
+    out = tmp_path / "lemica.yaml"
+    code = main(["calibrate", "--method", "lemica", "--model", "cli_models:tiny_dit", "--labels", "1,2", "--seeds",
+                 "0,1", "--batch-size", "2", "--fraction", "0.5", "--max-skip", "3", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    r = cachekit.load_recipe(out)
+    cal = r.measured["calibration"]
+    assert isinstance(r.config, cachekit.ScheduleConfig) and r.config.units and r.config.forecast == "taylor"
+    assert 0 < cal["model_calls"] < cal["model_calls_without_shared_prefixes"] and cal["runs"] == 2
+    assert cal["criterion"] in cal["checked_final_error"] and r.config.model
+    assert main(["calibrate", "--method", "lemica", "--model", "cli_models:tiny_dit", "--labels", "1",
+                 "--out", str(tmp_path / "x.yaml"), "--quiet"]) == 2
+    assert "give exactly one of --fraction and --max-error" in capsys.readouterr().err
 
 
 def test_tune_impossible_target_fails_cleanly(tmp_path, capsys, monkeypatch):

@@ -36,8 +36,11 @@ SEARCH_SPACES: dict[str, dict[str, list]] = {
     "block_drift": {"threshold": [0.05, 0.1, 0.2, 0.3], "fn": [1], "warmup": [2], "forecast": ["none", "taylor"]},
     # calibrated on the calibration inputs first (full runs), one plan per computed fraction
     "ertacache": {"fraction": [0.25, 0.35, 0.5, 0.65]},
+    # global schedules from final-output edge errors (units + Taylor); the costliest calibration:
+    # about (max_skip - 1) x steps / 2 generations per calibration run (prefixes replayed)
+    "lemica": {"fraction": [0.25, 0.35, 0.5, 0.65]},
 }
-CALIBRATED = ("ertacache",)
+CALIBRATED = ("ertacache", "lemica")
 
 
 class TuneFailed(RuntimeError):
@@ -62,15 +65,27 @@ def candidates(methods: Sequence[str], steps: int | None) -> list[CacheConfig]:
 
 def calibrated_candidates(workload: Workload, methods: Sequence[str], inputs: Sequence, seeds: Sequence[int],
                           batch_size: int) -> list[CacheConfig]:
-    """ERTACache plans fitted on full runs of the calibration inputs (never the held-out ones)."""
-    if "ertacache" not in methods:
-        return []
-    from ..api import record
-    from ..planning import plan_erta
+    """ERTACache plans and LeMiCa schedules made from runs of the calibration inputs (never the
+    held-out ones)."""
+    runs = workload.runs(inputs, seeds, batch_size)
+    out: list[CacheConfig] = []
+    if "ertacache" in methods:
+        from ..api import record
+        from ..planning import plan_erta
 
-    rec = record(workload.target, workload.runs(inputs, seeds, batch_size), level="stack")
-    return [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, groups=rec.run_ids()).config
-            for f in SEARCH_SPACES["ertacache"]["fraction"]]
+        rec = record(workload.target, runs, level="stack")
+        out += [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, groups=rec.run_ids()).config
+                for f in SEARCH_SPACES["ertacache"]["fraction"]]
+    if "lemica" in methods:
+        from ..methods.schedule import ScheduleConfig
+        from ..planning import choose_lemica, lemica_edges
+
+        steps = workload.steps or 50
+        table = lemica_edges(workload.target, runs, template=ScheduleConfig(units=True, forecast="taylor"),
+                             max_skip=max(4, round(steps / 6)))
+        out += [choose_lemica(workload.target, runs, table, fraction=f).config
+                for f in SEARCH_SPACES["lemica"]["fraction"]]
+    return out
 
 
 def _passes(q: dict, target_psnr: float | None, max_ssim_drop: float | None) -> bool:
