@@ -12,9 +12,11 @@ from .api import AlreadyAppliedError, NotAppliedError, apply, record, remove, re
 from .config import CacheConfig, ConfigError
 from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig, ScheduleConfig
 from .recipe import Recipe, RecipeError, load_recipe, packaged_recipes, save_recipe
+from .memory import CacheEstimate, estimate_cache_bytes
 from .recording import Recording
 from .runtime.guards import CacheBudgetError, CompositionError, ConcurrencyError
 from .runtime.parallel import RankMismatchError
+from .runtime.state import HistoryStorage
 from .runtime.stats import CacheStats
 
 __version__ = "0.1.0"
@@ -26,4 +28,5 @@ __all__ = [
     "load_recipe", "save_recipe", "packaged_recipes",
     "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",
     "CompositionError", "ConcurrencyError", "CacheBudgetError", "RankMismatchError",
+    "estimate_cache_bytes", "CacheEstimate", "HistoryStorage",
 ]

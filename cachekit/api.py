@@ -14,6 +14,7 @@ from .recipe import load_recipe, recipe_for_model
 from .recording import DEFAULT_FEATURES, LEVELS, Recorder, Recording
 from .runtime.compile import compile_options
 from .runtime.session import SESSION_ATTR, Session
+from .runtime.state import HistoryStorage
 from .runtime.stats import CacheStats
 
 __all__ = ["apply", "remove", "stats", "reset", "record", "AlreadyAppliedError", "NotAppliedError", "find_model"]
@@ -39,7 +40,13 @@ def _require_session(target: Any, verb: str) -> Session:
     return session
 
 
-def _resolve_config(config: CacheConfig | str | Path | None, model_class: str) -> CacheConfig:
+#: ``quality=`` -> the packaged calibration-free preset (recipes/<name>.yaml; figures in the README)
+QUALITY = {"fast": "fast", "balanced": "default", "high": "high"}
+
+
+def _resolve_config(config: CacheConfig | str | Path | None, model_class: str, quality: str | None = None) -> CacheConfig:
+    if quality is not None:
+        return load_recipe(QUALITY[quality]).config
     if config is None:
         return recipe_for_model(model_class).config
     if isinstance(config, CacheConfig):
@@ -77,9 +84,10 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     return session
 
 
-def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
+def apply(target: Any, config: CacheConfig | str | Path | None = None, *, quality: str | None = None,
           layout: ModelLayout | None = None, compile: bool | dict = False, max_cache_bytes: int | None = None,
-          keep_cache: bool = False, check_ranks: bool | None = None) -> Any:
+          keep_cache: bool = False, check_ranks: bool | None = None,
+          history: HistoryStorage | str | None = None) -> Any:
     """Install caching hooks on ``target``'s transformer blocks; returns ``target``.
 
     Args:
@@ -87,7 +95,10 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
             list of transformer blocks.
         config: a config object (``EasyCacheConfig(...)``), a packaged recipe name (``"wan"``), a
             path to a recipe YAML, or None for the recipe registered for this model class (else
-            the safe default recipe).
+            the default: the "balanced" preset).
+        quality: instead of ``config``, one of the calibration-free presets: "fast", "balanced"
+            (the default), "high" (sub-block units with a Taylor forecast every 4th / 3rd / 2nd
+            step; measured speed and PSNR in the README).
         layout: where the blocks are, for models cachekit does not know (or use
             ``cachekit.register_layout`` once for the class).
         compile: True to ``torch.compile`` each block's original forward (each sub-block unit's for
@@ -100,13 +111,20 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
             its next replay, and cachekit keeps outputs across steps.
         max_cache_bytes: refuse (``CacheBudgetError``, one line with the estimate) a generation
             whose cache would hold more: projected from the first cached tensor of each CFG branch,
-            before it is kept.
+            before it is kept. Without it, a CUDA generation whose cached history alone would not
+            fit in what the device can still give is refused the same way (the line names the
+            cheaper options); ``cachekit.estimate_cache_bytes`` tells the size before a run.
         keep_cache: keep a pipeline generation's cached tensors after its last step (default: freed
             when the scheduler's last step returns; ``stats`` reports what they held).
         check_ranks: under context parallelism, all-gather every decision and raise
             ``RankMismatchError`` (naming the step and the ranks) where ranks differ, instead of
             hanging in the model's collectives: for debugging, one collective per decision. None:
             the environment variable ``CACHEKIT_CHECK_RANKS=1`` (read here, once).
+        history: where a forecast's cached tensors older than the newest are kept (they are read
+            only on reuse steps that forecast): None / "device" (default, beside the newest),
+            "host" (CPU memory, pinned on CUDA, copied asynchronously), "bf16" / "fp16" (stored in
+            that precision, brought back to the stream's dtype when combined), "host+bf16", or a
+            ``cachekit.HistoryStorage``. Plain reuse keeps no older entries and is unaffected.
 
     Nothing is changed when this raises. Hooks live on the instances only.
     """
@@ -114,10 +132,16 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *,
     if max_cache_bytes is not None and (isinstance(max_cache_bytes, bool) or not isinstance(max_cache_bytes, int)
                                         or max_cache_bytes < 1):
         raise ValueError(f"cachekit.apply: max_cache_bytes must be an int >= 1, got {max_cache_bytes!r}")
+    if quality is not None and (not isinstance(quality, str) or quality not in QUALITY or config is not None):
+        raise ConfigError(f"cachekit.apply: quality must be one of {', '.join(QUALITY)}, got {quality!r}"
+                          if not isinstance(quality, str) or quality not in QUALITY else
+                          "cachekit.apply: give a config or a quality, not both")
     if check_ranks is None:
         check_ranks = os.environ.get("CACHEKIT_CHECK_RANKS", "") == "1"
-    _install(target, lambda model_class: method_for(_resolve_config(config, model_class)), layout, compile_opts,
-             keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes, check_ranks=bool(check_ranks))
+    storage = HistoryStorage.parse(history)
+    _install(target, lambda model_class: method_for(_resolve_config(config, model_class, quality)), layout, compile_opts,
+             keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes, check_ranks=bool(check_ranks),
+             history=storage)
     return target
 
 

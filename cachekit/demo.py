@@ -1,5 +1,6 @@
 """``cachekit demo``: a shipped reference model (the digits DiT by default, or the moving-digits Wan
-video model), uncached vs its recipe, same seeds, same process.
+video model), uncached vs ``cachekit.apply(pipe)`` with no config vs the model's recipe, same seeds,
+same process.
 
 A third column, the best other-library cache on that model, is timed in the same alternating
 rounds when the repository's ``eval/anchors`` adapters are beside this install (a checkout or an
@@ -91,55 +92,112 @@ def _anchor_pass(model: str, workload: Any, inputs: Any, steps: int) -> tuple[di
     return {"label": label}, Pass(body, around=lambda: anchor.installed(workload.target, steps))
 
 
+def _default_pass(workload: Any, inputs: Any) -> tuple[Any, dict, Pass]:
+    """``cachekit.apply(pipe)`` with no config, as one more pass of the timing loop."""
+    from . import api
+    from .evaluation.runner import applied
+    from .recipe import recipe_for_model
+    from .adapters import find_model
+
+    config = recipe_for_model(type(find_model(workload.target)[0]).__name__).config
+    info: dict = {}
+
+    def body(_round: int) -> torch.Tensor:
+        out = workload.generate(inputs, DEMO_SEEDS[0])
+        info["fraction"] = api.stats(workload.target).computed_fraction
+        return out
+
+    return config, info, Pass(body, around=lambda: applied(workload.target, config))
+
+
 def run_demo(out: str = "cachekit-demo", steps: int = 50, repeats: int = 3, recipe: str | None = None,
              model: str = "digits") -> int:
-    """Run the demo and print its table. Process settings are the caller's: the ``cachekit`` command
-    flushes denormal floats (they slow CPU matmuls several-fold late in sampling)."""
+    """Run the demo and print its table: uncached, ``cachekit.apply(pipe)`` with no config, the
+    model's recipe, and the best other-library cache, all timed in the same alternating rounds.
+    Process settings are the caller's: the ``cachekit`` command flushes denormal floats (they slow
+    CPU matmuls several-fold late in sampling)."""
     if model not in DEMO_MODELS:
         raise ValueError(f"unknown demo model {model!r}; choose from {sorted(DEMO_MODELS)}")
     factory, title, unit, metric_rows = DEMO_MODELS[model]
     recipe = recipe or model
     workload = factory(steps)
     config = load_recipe(recipe).config
-    anchor, anchor_pass = _anchor_pass(model, workload, workload.default_inputs, steps) \
-        if model in DEMO_ANCHORS else (None, None)
-    rep = evaluate(workload, config, workload.default_inputs, DEMO_SEEDS, batch_size=len(workload.default_inputs),
-                   repeats=repeats, out_dir=out, extra={"anchor": anchor_pass} if anchor_pass else None)
-    sp, q = rep["speed"], rep["quality"]
+    inputs = workload.default_inputs
+    default_cfg, default_info, default_pass = _default_pass(workload, inputs)
+    extra = {"default": default_pass}
+    anchor, anchor_pass = _anchor_pass(model, workload, inputs, steps) if model in DEMO_ANCHORS else (None, None)
     if anchor_pass is not None:
-        from .evaluation.runner import quality
+        extra["anchor"] = anchor_pass
+    rep = evaluate(workload, config, inputs, DEMO_SEEDS, batch_size=len(inputs), repeats=repeats, out_dir=out,
+                   extra=extra)
+    from .evaluation.runner import quality
 
-        timed = rep["_extra"]["anchor"]
-        aq = quality(workload.kind, timed.first, rep["_outputs"]["uncached"])
-        anchor.update(seconds=timed.median, psnr=aq["psnr_mean"], ssim=aq["ssim_mean"])
-    n = len(workload.default_inputs) * len(DEMO_SEEDS)
-    psnr = "inf" if math.isinf(q["psnr_mean"]) else f"{q['psnr_mean']:.2f} dB"
-    rows = [
-        ("", "uncached", f"cached ({config.method})"),
-        (f"wall time, {n} {unit} x {steps} steps (median of {repeats})", f"{sp['uncached_s']:.2f} s", f"{sp['cached_s']:.2f} s"),
-        ("speedup", "1.00x", f"{sp['speedup']:.2f}x"),
-        ("computed fraction of block evaluations", "1.000", f"{sp['computed_fraction']:.3f}"),
-        ("PSNR vs uncached", "inf", psnr),
-        ("SSIM vs uncached", "1.0000", f"{q['ssim_mean']:.4f}"),
+    sp, q, uncached = rep["speed"], rep["quality"], rep["_outputs"]["uncached"]
+    timed = rep["_extra"]
+    dq = quality(workload.kind, timed["default"].first, uncached)
+    if anchor_pass is not None:
+        aq = quality(workload.kind, timed["anchor"].first, uncached)
+        anchor.update(seconds=timed["anchor"].median, psnr=aq["psnr_mean"], ssim=aq["ssim_mean"])
+    n = len(inputs) * len(DEMO_SEEDS)
+
+    def db(v: float) -> str:
+        return "inf" if math.isinf(v) else f"{v:.2f} dB"
+
+    d_s = timed["default"].median
+    cols = [
+        ("", "uncached", "cachekit.apply(pipe)", f"recipe '{recipe}'"),
+        (f"wall time, {n} {unit} x {steps} steps (median of {repeats})", f"{sp['uncached_s']:.2f} s", f"{d_s:.2f} s",
+         f"{sp['cached_s']:.2f} s"),
+        ("speedup", "1.00x", f"{sp['uncached_s'] / d_s:.2f}x", f"{sp['speedup']:.2f}x"),
+        ("computed fraction of block evaluations", "1.000", f"{default_info['fraction']:.3f}",
+         f"{sp['computed_fraction']:.3f}"),
+        ("PSNR vs uncached", "inf", db(dq["psnr_mean"]), db(q["psnr_mean"])),
+        ("SSIM vs uncached", "1.0000", f"{dq['ssim_mean']:.4f}", f"{q['ssim_mean']:.4f}"),
     ]
-    rows += [(metric_rows.get(name, name), f"{v['uncached']:.1%}", f"{v['cached']:.1%}") for name, v in rep["extra"].items()]
+    if workload.extra_metrics is not None:
+        dm = workload.extra_metrics(timed["default"].first, inputs)
+        cols += [(metric_rows.get(k, k), f"{v['uncached']:.1%}", f"{dm[k]:.1%}", f"{v['cached']:.1%}")
+                 for k, v in rep["extra"].items()]
     if anchor is not None:   # one more column: the best other-library cache, same run, same inputs
         if "error" in anchor:
-            extra = ["best anchor", "skipped", "", "", "", ""]
+            more = ["best anchor", "skipped", "", "", "", ""]
         else:
-            ap = "inf" if math.isinf(anchor["psnr"]) else f"{anchor['psnr']:.2f} dB"
-            extra = ["best anchor", f"{anchor['seconds']:.2f} s", f"{sp['uncached_s'] / anchor['seconds']:.2f}x",
-                     "-", ap, f"{anchor['ssim']:.4f}"]
-        rows = [(*r, extra[i] if i < len(extra) else "") for i, r in enumerate(rows)]
-    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"\ncachekit demo: {title}, recipe '{recipe}': {config}")
+            more = ["best anchor", f"{anchor['seconds']:.2f} s", f"{sp['uncached_s'] / anchor['seconds']:.2f}x",
+                    "-", db(anchor["psnr"]), f"{anchor['ssim']:.4f}"]
+        cols = [(*r, more[i] if i < len(more) else "") for i, r in enumerate(cols)]
+    width = [max(len(r[i]) for r in cols) for i in range(len(cols[0]))]
+    print(f"\ncachekit demo: {title}")
+    print(f"  cachekit.apply(pipe): {default_cfg}")
+    print(f"  recipe '{recipe}': {config}")
     if anchor is not None:
-        print(f"best anchor (other libraries, eval/results/compare/{model}.md): {anchor['label']}"
+        print(f"  best anchor (other libraries, eval/results/compare/{model}.md): {anchor['label']}"
               + (f": skipped: {anchor['error']}" if "error" in anchor else ""))
-    for i, r in enumerate(rows):
+    print()
+    for i, r in enumerate(cols):
         print("  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in width))
-    print(f"\nwrote {out}/samples.png (uncached top, cached bottom), {out}/plan.png (calls x blocks), "
+    if anchor is not None and "error" not in anchor:
+        print("\n" + verdict(("cachekit.apply(pipe)", sp["uncached_s"] / d_s, dq["psnr_mean"]),
+                             (f"recipe '{recipe}'", sp["speedup"], q["psnr_mean"]),
+                             ("the best anchor", sp["uncached_s"] / anchor["seconds"], anchor["psnr"])))
+    print(f"\nwrote {out}/samples.png (uncached top, recipe bottom), {out}/plan.png (calls x blocks), "
           f"{out}/report.md, {out}/report.json")
     return 0
+
+
+def verdict(*columns: tuple[str, float, float]) -> str:
+    """One plain sentence: which cachekit column beats the anchor (the last column) on both speed and
+    PSNR, or where it falls short. Speed within 3% counts as equal (run-to-run noise here)."""
+    (*ours, (aname, aspeed, apsnr)) = columns
+    lines = []
+    for name, speed, psnr in ours:
+        faster = speed >= aspeed * 0.97
+        better = psnr >= apsnr
+        if faster and better:
+            lines.append(f"{name} beats {aname}: {speed:.2f}x vs {aspeed:.2f}x at {psnr:.2f} vs {apsnr:.2f} dB.")
+        else:
+            why = [] if faster else [f"slower ({speed:.2f}x vs {aspeed:.2f}x)"]
+            why += [] if better else [f"{apsnr - psnr:.2f} dB lower PSNR ({psnr:.2f} vs {apsnr:.2f})"]
+            lines.append(f"{name} does not beat {aname}: " + " and ".join(why) + ".")
+    return "\n".join(lines)

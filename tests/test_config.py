@@ -37,14 +37,17 @@ def test_every_config_field_is_documented():
             assert f"    {f.name}:" in doc, f"{cls.__name__}.{f.name} has no Args entry"
 
 
-def test_packaged_recipes_cover_all_families_and_load():
+def test_every_family_gets_the_calibration_free_default():
     recipes = packaged_recipes()
-    assert set(FAMILY_MODELS) | {"default"} <= set(recipes)
-    for fam, model in FAMILY_MODELS.items():
-        r = load_recipe(fam)
-        assert model in r.models and r.source.strip(), fam
-        assert recipe_for_model(model).name == fam
-    assert recipe_for_model("SomethingElse").name == "default"
+    assert {"default", "fast", "high"} <= set(recipes)
+    for name, path in recipes.items():
+        assert load_recipe(path).source.strip(), name
+    for model in FAMILY_MODELS.values():   # no family recipe overrides it: measured on none of them
+        assert recipe_for_model(model).name == "default"
+    cfg = load_recipe("default").config
+    assert isinstance(cfg, FixedIntervalConfig) and cfg.units and cfg.forecast == "taylor"
+    intervals = [load_recipe(n).config.interval for n in ("high", "default", "fast")]
+    assert intervals == sorted(intervals) and len(set(intervals)) == 3
 
 
 @pytest.mark.parametrize("data, message", [

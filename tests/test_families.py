@@ -220,11 +220,33 @@ def test_apply_to_transformer_only_detects_generations(family):
     assert cachekit.stats(pipe.transformer).steps.max() == 3
 
 
-def test_default_recipe_applies_by_class():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_line_default_and_quality_presets_run(family):
+    pipe = build(family)
+    want = generate(family, pipe, steps=8)
+    before = snapshot(pipe)
+    fractions = {}
+    for quality in (None, "fast", "balanced", "high"):
+        cachekit.apply(pipe) if quality is None else cachekit.apply(pipe, quality=quality)
+        got = generate(family, pipe, steps=8)
+        fractions[quality] = cachekit.stats(pipe).computed_fraction
+        assert got.shape == want.shape and torch.isfinite(got).all()
+        cachekit.remove(pipe)
+    assert vars(pipe.transformer).get("_cachekit_session") is None and snapshot(pipe) == before
+    assert fractions[None] == fractions["balanced"] < 1.0
+    assert fractions["fast"] < fractions["balanced"] < fractions["high"]
+    assert torch.equal(generate(family, pipe, steps=8), want)
+
+
+def test_quality_errors_are_one_line_and_change_nothing():
     pipe = build("wan")
-    cachekit.apply(pipe)
-    session = vars(pipe)["_cachekit_session"]
-    assert session.method.config == cachekit.load_recipe("wan").config
+    before = snapshot(pipe)
+    for kw, message in ((dict(quality="ultra"), r"quality must be one of fast, balanced, high, got 'ultra'"),
+                        (dict(config="default", quality="fast"), r"give a config or a quality, not both")):
+        with pytest.raises(cachekit.ConfigError, match=message) as e:
+            cachekit.apply(pipe, **kw)
+        assert "\n" not in str(e.value)
+    assert snapshot(pipe) == before
 
 
 def test_pipeline_apply_then_transformer_apply_refused():

@@ -42,10 +42,13 @@ def test_policy_with_bac_plan():
 
 def test_demo_writes_table_and_plots(tmp_path, capsys):
     from cachekit.demo import run_demo
-    assert run_demo(out=str(tmp_path), steps=4, repeats=1, recipe="dit") == 0
+    assert run_demo(out=str(tmp_path), steps=4, repeats=1, recipe="fast") == 0
     text = capsys.readouterr().out
     assert "class recognised" in text and "speedup" in text
     assert "best anchor" in text and "diffusers TaylorSeer cache_interval=3" in text   # same run, one more column
+    assert any("uncached" in ln and "cachekit.apply(pipe)" in ln and "recipe 'fast'" in ln and "best anchor" in ln
+               for ln in text.splitlines())   # the header: four columns timed in the same rounds
+    assert sum("beat the best anchor" in ln or "beats the best anchor" in ln for ln in text.splitlines()) == 2
     rep = json.loads((tmp_path / "report.json").read_text())
     rec = rep["extra"]["class recognition"]
     assert 0 <= rec["cached"] <= 1 and 0 <= rec["uncached"] <= 1
@@ -97,7 +100,7 @@ def test_demo_skips_the_anchor_column_with_one_line_when_adapters_are_missing(tm
     assert demo.load_anchors()[0] is None
     assert demo.run_demo(out=str(tmp_path / "d"), steps=2, repeats=1) == 0
     text = capsys.readouterr().out
-    line = next(ln for ln in text.splitlines() if ln.startswith("best anchor"))
+    line = next(ln.strip() for ln in text.splitlines() if ln.strip().startswith("best anchor ("))
     assert "skipped: " in line and "no-such-folder not found" in line
     assert "speedup" in text
 
@@ -106,3 +109,13 @@ def test_demo_refuses_an_unknown_model(tmp_path):
     from cachekit.demo import run_demo
     with pytest.raises(ValueError, match="unknown demo model 'policy'"):
         run_demo(out=str(tmp_path), steps=2, model="policy")
+
+
+def test_demo_verdict_says_plainly_what_wins():
+    from cachekit.demo import verdict
+
+    text = verdict(("default", 2.05, 31.0), ("recipe", 2.3, 34.0), ("the best anchor", 2.1, 31.5))   # 2.05: within 3%
+    first, second = text.splitlines()
+    assert first == "default does not beat the best anchor: 0.50 dB lower PSNR (31.00 vs 31.50)."
+    assert second == "recipe beats the best anchor: 2.30x vs 2.10x at 34.00 vs 31.50 dB."
+    assert "slower (1.50x vs 2.10x)" in verdict(("x", 1.5, 40.0), ("a", 2.1, 31.5))

@@ -7,8 +7,9 @@
   where every method computes everything), else a one-line error.
 - Another cache enabled after ``apply`` (diffusers' ``enable_cache``): a one-line error.
 - Two generations at once on one model (threads): a one-line error (``ThreadGuard``).
-- A cache budget (``apply(..., max_cache_bytes=N)``): the cache's size projected from the first
-  payload of each CFG branch, refused before it is kept (``Budget``).
+- A cache budget: the cache's size projected from the first payload of each CFG branch, refused
+  before it is kept, over ``apply(..., max_cache_bytes=N)`` or, on CUDA, over what the device can
+  still give (``Budget``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .patches import InstancePatches, calls_into
-from .state import Generation
+from .state import Generation, HistoryStorage, _tensors
 
 
 class CompositionError(RuntimeError):
@@ -133,25 +134,94 @@ def _human(n: float) -> str:
     return f"{n:.3g} TB"
 
 
-class Budget:
-    """``max_cache_bytes``: projected size = payload bytes x slots (segments or units) x history
-    depth x CFG branches, checked when a branch stores its first payload of a generation."""
+def project(newest: int, older: int, slots: int, depth: int, branches: int) -> tuple[int, int]:
+    """(newest entries, older entries) bytes of a full history: ``newest`` / ``older`` are one
+    payload's bytes as the newest entry and as stored once older (``HistoryStorage``)."""
+    return newest * slots * branches, older * slots * max(depth - 1, 0) * branches
 
-    def __init__(self, limit: int | None, slots: int, depth: int) -> None:
-        self.limit, self.slots, self.depth = limit, slots, depth
+
+def device_free_bytes(device: Any) -> int | None:
+    """What a CUDA device can still give: the driver's free memory plus what torch's caching
+    allocator holds unused; None off CUDA."""
+    import torch
+
+    if getattr(device, "type", None) != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def host_free_bytes() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class Budget:
+    """What a generation's cache may hold, checked when a branch stores its first payload of a
+    generation, before it is kept (nothing is changed when it raises). The projection is the
+    history alone: payload bytes x slots (segments or units) x history depth x CFG branches, a
+    lower bound (a method's own tensors, EasyCache's last input and output, come on top:
+    ``cachekit.estimate_cache_bytes`` counts them), so a refusal is certain. Refused:
+
+    - above ``max_cache_bytes`` (``limit``; device and host together);
+    - by default, a CUDA payload whose history's device part exceeds what the device can still
+      give (``device_free_bytes``); with history in host memory, a host part over the free RAM.
+    """
+
+    def __init__(self, limit: int | None, slots: int, depth: int, storage: HistoryStorage | None = None,
+                 units: bool = False) -> None:
+        self.limit, self.slots, self.depth, self.storage, self.units = limit, slots, depth, storage, units
         self.checked: set = set()
 
     def new_generation(self) -> None:
         self.checked = set()
 
-    def admit(self, branch: Any, payload_bytes: int, branches: int) -> None:
-        if self.limit is None or branch in self.checked:
+    def admit(self, branch: Any, payload: Any, branches: int) -> None:
+        if branch in self.checked:
             return
         self.checked.add(branch)
-        est = payload_bytes * self.slots * self.depth * max(branches, 1)
-        if est > self.limit:
+        tensors = _tensors(payload)
+        device = tensors[0].device if tensors else None
+        host = self.storage is not None and self.storage.where == "host"
+        free = device_free_bytes(device)   # None off CUDA
+        if self.limit is None and free is None and not host:
+            return   # nothing to check against (CPU, no max_cache_bytes): the default costs nothing more
+        newest = sum(t.numel() * t.element_size() for t in tensors)
+        older = sum(self.storage.stored_bytes(t) for t in tensors) if self.storage is not None else newest
+        branches = max(branches, 1)
+        first, rest = project(newest, older, self.slots, self.depth, branches)
+        on_device, in_host = (first, rest) if host else (first + rest, 0)
+        over = None
+        if self.limit is not None and first + rest > self.limit:
+            over = f"max_cache_bytes={_human(self.limit)}"
+        elif free is not None and on_device > free:
+            over = f"the {_human(free)} {device} can still give"
+        elif in_host and (free_host := host_free_bytes()) is not None and in_host > free_host:
+            over = f"the {_human(free_host)} of free host memory (history='host')"
+        if over is not None:
             raise CacheBudgetError(
-                f"cachekit: the cache would hold about {_human(est)} ({_human(payload_bytes)} per segment/unit and step x "
-                f"{self.slots} segments/units x {self.depth} steps of history x {max(branches, 1)} CFG branches), over "
-                f"max_cache_bytes={_human(self.limit)}; use a lower forecast_order, forecast='none', or stack-level "
-                f"reuse (units=False)")
+                f"cachekit: the cache would hold about {_human(first + rest)} ({_human(newest)} per segment/unit and "
+                f"step x {self.slots} segments/units x {self.depth} steps of history x {branches} CFG branches), over "
+                f"{over}; cheaper: {self._options(newest, branches, tensors)}")
+
+    def _options(self, newest: int, branches: int, tensors: list) -> str:
+        """The cheaper configurations, each with its projection (same payloads)."""
+        opts = []
+        if self.depth > 1:
+            opts.append(f"forecast='none' or forecast_order=0 {_human(newest * self.slots * branches)}")
+        if self.depth > 2:
+            opts.append(f"forecast_order=1 {_human(2 * newest * self.slots * branches)}")
+        if self.units:
+            opts.append(f"stack-level reuse (units=False) about {_human(newest * self.depth * branches)}")
+        if self.depth > 1 and not (self.storage is not None and self.storage.where == "host"):
+            first, rest = project(newest, newest, self.slots, self.depth, branches)
+            opts.append(f"history='host' {_human(first)} on the device + {_human(rest)} pinned in host memory")
+        if self.depth > 1 and any(t.is_floating_point() and t.element_size() > 2 for t in tensors) and (
+                self.storage is None or self.storage.dtype is None):
+            first, rest = project(newest, newest // 2, self.slots, self.depth, branches)
+            opts.append(f"history='bf16' {_human(first + rest)}")
+        return "; ".join(opts) if opts else "none at this granularity (fewer tokens or a smaller batch)"

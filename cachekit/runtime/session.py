@@ -28,7 +28,7 @@ from .parallel import StatsReader
 from .paths import Path
 from .patches import InstancePatches
 from .segments import SegmentPath
-from .state import Call, Generation, payload_bytes
+from .state import Call, Generation, HistoryStorage
 from .stats import CacheStats
 from .steps import Context, StepSource, TimestepReader
 from .units import UnitPath
@@ -53,9 +53,11 @@ def _beneath_diffusers_hooks(owner: object, attr: str) -> tuple[object, str]:
 class Session:
     def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[Block], timestep_arg: str | None,
                  scheduler: Any = None, units: list[Unit] | None = None, *, pipeline: Any = None,
-                 keep_cache: bool = False, max_cache_bytes: int | None = None, check_ranks: bool = False) -> None:
+                 keep_cache: bool = False, max_cache_bytes: int | None = None, check_ranks: bool = False,
+                 history: HistoryStorage | None = None) -> None:
         """``units`` (sub-block methods only): they replace the blocks as the plan's columns and
-        as the places hooked. ``pipeline``: its ``scheduler`` attribute is followed if replaced."""
+        as the places hooked. ``pipeline``: its ``scheduler`` attribute is followed if replaced.
+        ``history``: where forecast history older than the newest entry is kept."""
         self.method, self.root, self.scheduler, self.pipeline = method, root, scheduler, pipeline
         depth = method.history_depth   # cached steps kept per segment/unit (forecasting)
         self.reader = StatsReader()    # decisions' host reads; global under context parallelism
@@ -65,7 +67,8 @@ class Session:
         self.block_names = self.path.columns
         self.keep_cache = keep_cache
         slots = len(units) if units else len(self.path.segments)
-        self.budget = guards.Budget(max_cache_bytes, slots, depth)
+        self.history = None if history is None or history.is_default else history
+        self.budget = guards.Budget(max_cache_bytes, slots, depth, self.history, units=bool(units))
         self.threads = guards.ThreadGuard(root)
         self.steps = StepSource(TimestepReader(root.forward, timestep_arg))
         self.steps.start(method.num_steps)
@@ -128,12 +131,11 @@ class Session:
 
     # ---- generations ---------------------------------------------------------------------
     def _generation(self, num_steps: int | None) -> Generation:
-        admit = None
-        if self.budget.limit is not None:
-            def admit(branch: Any, payload: Any, branches: int) -> None:
-                self.budget.admit(branch, payload_bytes(payload), max(branches, self._last_branches()))
+        def admit(branch: Any, payload: Any, branches: int) -> None:
+            self.budget.admit(branch, payload, max(branches, self._last_branches()))
+
         self.budget.new_generation()
-        gen = Generation(len(self.block_names), num_steps, admit)
+        gen = Generation(len(self.block_names), num_steps, admit, self.history)
         self.reader.refresh(self.root, gen)   # enable_parallelism may come before or after apply
         return gen
 
