@@ -1,6 +1,7 @@
 """BAC vs uniform every-N vs EasyCache on the shipped diffusion policy (100 DDPM steps), same run.
 
     python eval/bench_policy.py [--episodes 50] [--updates 5,7,10,20] [--metrics cosine,l1] [--out bench_policy.md]
+    python eval/bench_policy.py --env metaworld:push-v3 --policy assets/metaworld_push_policy ...   # eval/bench_metaworld.py
 
 BAC plans are calibrated on observation histories from closed-loop rollouts with episode seeds
 1000.. (never the evaluation seeds 0..episodes-1). Every config is scored on the same episode seeds
@@ -15,6 +16,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,7 +27,17 @@ from cachekit.evaluation.policy import evaluate_policy, load_reference_policy, r
 
 
 def main() -> None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--env", default="pointmass")
+    env = pre.parse_known_args()[0].env
+    if env.startswith("metaworld:"):   # the Meta-World benchmark has its own rows and options
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_metaworld import main as bench_metaworld
+
+        return bench_metaworld(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default="pointmass", choices=["pointmass"],
+                    help="pointmass (the shipped policy) or metaworld:TASK (see eval/bench_metaworld.py --help)")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--updates", default="5,7,10,20")
     ap.add_argument("--top-n", type=int, default=4)

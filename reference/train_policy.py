@@ -2,6 +2,11 @@
 
     python reference/train_policy.py --task pointmass --out assets/pointmass_policy   # shipped
     SDL_VIDEODRIVER=dummy python reference/train_policy.py --task pusht --out OUT      # see card
+    python reference/train_policy.py --task metaworld:push-v3 --n-layer 4 --out assets/metaworld_push_policy
+
+Meta-World (``metaworld:TASK``, needs the ``[metaworld]`` extra): the task's scripted expert from
+``metaworld.policies`` on seeded scenes (:mod:`cachekit.reference.metaworld`); successful episodes are
+kept up to their success step.
 
 Point mass (:class:`PointMassExpert`): go around the obstacle on a randomly drawn side, then to the goal.
 
@@ -27,6 +32,7 @@ import time
 import numpy as np
 import torch
 
+from cachekit.reference import metaworld as mw
 from cachekit.reference.pointmass import MAX_STEPS, TASKS, PointMassEnv, make_env, make_task_env
 from cachekit.reference.policy import DiffusionPolicy, PolicyConfig
 
@@ -219,6 +225,8 @@ def run_pointmass_episode(seed: int, max_steps: int | None = None):
 
 def collect(n_episodes: int, seed: int, log=print, task: str = "pusht"):
     """Run the task's expert on env seeds ``seed .. seed+n-1``; keep successful episodes."""
+    if mw.is_metaworld(task):
+        return mw.collect_demos(task, n_episodes, seed, log)
     demos, succ, covs, lens = [], [], [], []
     t0 = time.time()
     run = run_pointmass_episode if task == "pointmass" else run_expert_episode
@@ -266,12 +274,13 @@ def build_tensors(demos, cfg: PolicyConfig):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--task", choices=sorted(TASKS), default="pointmass")
+    ap.add_argument("--task", default="pointmass", help=f"{', '.join(sorted(TASKS))} or metaworld:TASK (e.g. metaworld:push-v3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-episodes", type=int, default=200, help="expert episodes to run (successes kept)")
     ap.add_argument("--demo-seed", type=int, default=100_000, help="env seeds of the expert episodes start here")
     ap.add_argument("--demos-cache", default=None, help="npz to load/save the demonstrations")
     ap.add_argument("--n-emb", type=int, default=128)
+    ap.add_argument("--n-layer", type=int, default=8)
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -284,6 +293,10 @@ def main(argv=None):
                     help="stop training early (and say so) if it runs past this")
     ap.add_argument("--save-every", type=int, default=500)
     args = ap.parse_args(argv)
+    if args.task not in TASKS and not mw.is_metaworld(args.task):
+        ap.error(f"--task must be one of {', '.join(sorted(TASKS))} or metaworld:TASK, got {args.task!r}")
+    if mw.is_metaworld(args.task):
+        mw.task_spec(args.task)   # a bad name fails here, before any work
 
     t_start = time.time()
     torch.set_flush_denormal(True)
@@ -311,15 +324,26 @@ def main(argv=None):
         raise SystemExit("no successful expert demonstrations")
 
     if args.task == "pointmass":
-        cfg = PolicyConfig(obs_dim=4, cond_dim=4, obs_transform="identity", n_emb=args.n_emb, p_drop_attn=args.dropout)
+        cfg = PolicyConfig(obs_dim=4, cond_dim=4, obs_transform="identity", n_emb=args.n_emb, p_drop_attn=args.dropout,
+                           n_layer=args.n_layer)
+    elif mw.is_metaworld(args.task):
+        cfg = PolicyConfig(obs_dim=mw.OBS_DIM, cond_dim=mw.OBS_DIM, obs_transform="identity", action_dim=mw.ACTION_DIM,
+                           n_emb=args.n_emb, n_layer=args.n_layer, p_drop_attn=args.dropout)
     else:
-        cfg = PolicyConfig(n_emb=args.n_emb, p_drop_attn=args.dropout)
+        cfg = PolicyConfig(n_emb=args.n_emb, p_drop_attn=args.dropout, n_layer=args.n_layer)
     obs_w, act_w = build_tensors(demos, cfg)
     all_obs = torch.as_tensor(np.concatenate([o for o, _ in demos]))
     all_act = torch.as_tensor(np.concatenate([a for _, a in demos]))
     feats = DiffusionPolicy.obs_features(all_obs, cfg.obs_transform)
     stats = {"obs_min": feats.min(0).values, "obs_max": feats.max(0).values,
              "act_min": all_act.min(0).values, "act_max": all_act.max(0).values}
+    if mw.is_metaworld(args.task):
+        # Meta-World's 39-d observation has dims that are constant in a task's demos (the absent
+        # second object: zeros; a fixed quaternion). Min-max over a span of ~0 would turn a 1e-4
+        # wobble at evaluation into a feature of ~100; those dims get a span of 2 (centred) instead.
+        small = (stats["obs_max"] - stats["obs_min"]) < 1e-2
+        stats["obs_min"] = torch.where(small, stats["obs_min"] - 1.0, stats["obs_min"])
+        stats["obs_max"] = torch.where(small, stats["obs_max"] + 1.0, stats["obs_max"])
     policy = DiffusionPolicy(cfg, stats)
     cond_all = policy.normalize_obs(obs_w)
     x0_all = policy.normalize_action(act_w)
@@ -353,7 +377,14 @@ def main(argv=None):
     def save(tag):
         out_policy = DiffusionPolicy(cfg, stats)
         out_policy.model.load_state_dict(ema.state_dict())
-        if args.task == "pusht":
+        if mw.is_metaworld(args.task):
+            spec = mw.task_spec(args.task)
+            extra.update({
+                "task_name": mw.TASK_PREFIX + spec.name, "env": f"metaworld {spec.name}-goal-observable, scene from env.seed(s)",
+                "max_episode_steps": spec.max_steps, "obs": "39-d Meta-World state (goal observable)",
+                "action": "hand delta xyz and gripper effort in [-1, 1]", "success": "info['success'] at any step",
+                "expert_policy": spec.expert_class})
+        elif args.task == "pusht":
             extra.update({
                 "task_name": "pusht", "env_id": "gym_pusht/PushT-v0", "obs_type": "state",
                 "max_episode_steps": MAX_STEPS, "success_threshold_coverage": 0.95,
@@ -368,7 +399,7 @@ def main(argv=None):
             "expert": expert_stats, "train": {
                 "command": command, "steps_done": step, "steps_planned": args.steps,
                 "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
-                "ema_decay": args.ema, "threads": args.threads, "seed": args.seed,
+                "ema_decay": args.ema, "threads": args.threads, "seed": args.seed, "n_layer": args.n_layer,
                 "windows": len(obs_w), "n_params": n_params, "stopped_early": stopped_early,
                 "final_loss_avg100": float(np.mean(losses[-100:])) if losses else None,
                 "train_wall_s": time.time() - t_train, "total_wall_s": time.time() - t_start,

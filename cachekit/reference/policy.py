@@ -225,13 +225,22 @@ class DiffusionPolicy(nn.Module):
 
     # -- sampling --------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample_actions(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+    def sample_actions(self, cond: torch.Tensor, generator: torch.Generator | list | None = None,
                        num_inference_steps: int | None = None) -> torch.Tensor:
-        """Normalised cond (B, n_obs_steps, cond_dim) -> normalised action sequence (B, horizon, action_dim)."""
+        """Normalised cond (B, n_obs_steps, cond_dim) -> normalised action sequence (B, horizon, action_dim).
+        ``generator``: one, or a list of B (row i's noise then depends on nothing but its generator,
+        so a closed-loop episode's actions do not change with the batch it shares)."""
         cfg = self.cfg
         B = cond.shape[0]
         steps = cfg.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
-        x = torch.randn((B, cfg.horizon, cfg.action_dim), generator=generator, device=cond.device, dtype=cond.dtype)
+        shape = (cfg.horizon, cfg.action_dim)
+        if isinstance(generator, (list, tuple)):   # one noise stream per row (diffusers' randn_tensor convention)
+            if len(generator) != B:
+                raise ValueError(f"{len(generator)} generators for a batch of {B}")
+            x = torch.cat([torch.randn((1, *shape), generator=g, device=cond.device, dtype=cond.dtype) for g in generator])
+            generator = list(generator)
+        else:
+            x = torch.randn((B, *shape), generator=generator, device=cond.device, dtype=cond.dtype)
         self.scheduler.set_timesteps(steps, device=cond.device)
         for t in self.scheduler.timesteps:
             eps = self.model(x, t, cond)
