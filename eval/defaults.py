@@ -13,7 +13,12 @@ seeds, all ten digit classes, four video conditions (two never used to choose). 
     python eval/defaults.py --out eval/results/defaults
 
 Writes ``defaults.csv`` (every candidate on the choosing set, the presets on the judging set) and
-``defaults.md``.
+``defaults.md``. The wall speedup of the shipped presets (``recipes/{fast,default,high}.yaml``) on the
+judging set, each against the uncached model in the same alternating rounds (medians):
+
+    python eval/defaults.py --wall --repeats 5 --out eval/results/defaults
+
+writes ``defaults_wall.md`` / ``defaults_wall.csv``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import torch
 
 from cachekit import FixedIntervalConfig
 from cachekit.evaluation import load_workload
-from cachekit.evaluation.runner import applied, environment, quality, run_pass
+from cachekit.evaluation.runner import applied, compare_many, environment, quality, run_pass
+from cachekit.recipe import load_recipe
 
 #: quality level -> PSNR floor (dB) on the reference models; the choice needs floor + MARGIN on the
 #: choosing set, since a setting just over the line there tends to fall under it elsewhere
@@ -83,14 +89,59 @@ def choose(rows: list[dict]) -> dict[str, tuple]:
     return out
 
 
+PRESETS = {"fast": "fast", "balanced": "default", "high": "high"}   # quality= level -> packaged recipe
+
+
+def wall(workloads: dict, repeats: int, out: Path, command: str, t0: float) -> int:
+    """Same-run wall speedups of the shipped presets on the judging set (``--wall``)."""
+    configs = {lv: load_recipe(name).config for lv, name in PRESETS.items()}
+    rows = []
+    for model, steps in SETTINGS:
+        inputs, seeds = JUDGE[model]
+        res = compare_many(workloads[(model, steps)], list(configs.values()), inputs, seeds, len(inputs), repeats)
+        ref = res["ref"].outputs
+        for lv, r in zip(configs, res["results"]):
+            q = quality(workloads[(model, steps)].kind, r["cached"].outputs, ref)
+            sp = r["speed"]
+            rows.append({"model": model, "steps": steps, "level": lv, "fraction": round(sp["computed_fraction"], 3),
+                         "psnr": round(q["psnr_mean"], 2), "uncached_s": round(sp["uncached_s"], 3),
+                         "cached_s": round(sp["cached_s"], 3), "speedup": round(sp["speedup"], 3),
+                         "ideal": round(sp["ideal_speedup"], 3)})
+            print(f"{model:6s} {steps:3d} {lv:8s} fraction {sp['computed_fraction']:.3f}  PSNR {q['psnr_mean']:6.2f}  "
+                  f"{sp['speedup']:.2f}x (ideal {sp['ideal_speedup']:.2f}x)", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "defaults_wall.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    env = environment(command)
+    lines = ["# Shipped presets: wall speedup and PSNR on the judging set, same run", "",
+             f"Command: `{command}`  ", f"Device: {env['device']}; {(time.time() - t0) / 60:.1f} min; "
+             f"medians of {repeats} alternating rounds, each preset against the uncached model of its round.  ",
+             f"Judging set: digits classes 0-9 seeds {JUDGE['digits'][1]}; video {JUDGE['video'][0]} seeds "
+             f"{JUDGE['video'][1]}.", "",
+             "| quality= | " + " | ".join(f"{m} {s} steps" for m, s in SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
+    for lv in configs:
+        cells = [next(f"{r['speedup']:.2f}x, {r['psnr']:.2f} dB @ {r['fraction']:.2f}" for r in rows
+                      if (r["model"], r["steps"], r["level"]) == (m, s, lv)) for m, s in SETTINGS]
+        lines.append(f"| {lv} | " + " | ".join(cells) + " |")
+    (out / "defaults_wall.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="eval/results/defaults")
+    ap.add_argument("--wall", action="store_true", help="time the shipped presets instead of choosing them")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating timed rounds (--wall)")
     args = ap.parse_args()
     torch.set_flush_denormal(True)
     command = "python eval/defaults.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.time()
     workloads = {(m, s): load_workload(m, s) for m, s in SETTINGS}
+    if args.wall:
+        return wall(workloads, args.repeats, Path(args.out), command, t0)
     chosen_rows = score(candidates(), CHOOSE, workloads)
     chosen = choose(chosen_rows)
     presets = {lv: FixedIntervalConfig(interval=k[0], warmup=k[1], final_steps=k[2], units=True, forecast="taylor")
