@@ -296,6 +296,10 @@ def _recipe_for(workload: Any) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.model == "policy":   # closed-loop episodes, not generations: its own module
+        from .demo_policy import run_policy_demo
+
+        return run_policy_demo(out=args.out, repeats=max(args.repeats, 5))
     from .demo import run_demo
 
     return run_demo(out=args.out, steps=args.steps, repeats=args.repeats, recipe=args.recipe, model=args.model)
@@ -311,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs a shipped reference model (default: the digits DiT) uncached and with its "
                                    "recipe (same seeds, same process); prints a table and writes samples.png and "
                                    "plan.png.")
-    d.add_argument("--model", choices=("digits", "video"), default="digits",
-                   help="digits (class-conditional DiT) or video (moving-digits Wan) (default: %(default)s)")
+    d.add_argument("--model", choices=("digits", "video", "policy"), default="digits",
+                   help="digits (class-conditional DiT), video (moving-digits Wan) or policy (Meta-World push-v3 "
+                        "diffusion policy, needs the [metaworld] extra) (default: %(default)s)")
     d.add_argument("--out", default="cachekit-demo", help="output folder (default: %(default)s)")
     d.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default: %(default)s)")
     d.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats (default: %(default)s)")

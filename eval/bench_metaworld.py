@@ -52,6 +52,10 @@ def calibration_runs(policy, obs: torch.Tensor, runs: int, batch: int) -> list:
     return [(lambda b=b, k=k: policy.predict_action(b, generator=torch.Generator().manual_seed(k))) for k, b in enumerate(chunks)]
 
 
+def nth(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def computed_fraction_on(policy, cfg, runs) -> float:
     vals = []
     with applied(policy, cfg):
@@ -100,10 +104,10 @@ def build_configs(policy, runs, lemica_runs, fractions, lemica_fractions, log) -
         n, m = max(1, round(1 / f)), max(2, round(f * T))
         uniform = {u: sorted(set(range(0, T, n)) | {T - 1}) for u in rec.columns}
         out += [
-            (f"every {n}th step, whole stack, held", f, FixedIntervalConfig(interval=n, warmup=1, final_steps=1), {}),
+            (f"every {nth(n)} step, whole stack, held", f, FixedIntervalConfig(interval=n, warmup=1, final_steps=1), {}),
             (f"fixed interval {n} + Taylor, units", f,
              FixedIntervalConfig(interval=n, warmup=1, final_steps=1, forecast="taylor", units=True), {}),
-            (f"BAC runtime, uniform plan every {n}th", f, BACConfig(plan=uniform, num_steps=T, model=rec.fingerprint), {}),
+            (f"BAC runtime, uniform plan every {nth(n)} step", f, BACConfig(plan=uniform, num_steps=T, model=rec.fingerprint), {}),
         ]
         for top in (4, 0):
             plan = plan_bac(rec, updates=m, top_n=top, metric="l1")
