@@ -19,6 +19,7 @@ from cachekit.reference.policy import DiffusionPolicy, PolicyConfig, load_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 import bench_metaworld  # noqa: E402
+import report_policy_metaworld  # noqa: E402
 
 TASK = "push-v3"
 
@@ -116,6 +117,11 @@ def test_bench_main_writes_md_csv_json(tmp_path):
     assert "uncached" in text and "BAC calibrated M=3" in text and "ERTACache" in text and "EasyCache" in text
     rows = out.with_suffix(".csv").read_text().splitlines()
     assert len(rows) == 1 + 1 + 7          # header, uncached, 7 methods at one fraction
+    pytest.importorskip("matplotlib")
+    report_policy_metaworld.main([str(out.parent)])
+    summary = (out.parent / "summary.md").read_text()
+    assert "| push-v3 | 0.000 [0.000, 0.658] |" in summary       # 0 of 2 episodes: Wilson upper bound 0.658
+    assert (out.parent / "success_vs_speedup.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="overlap"):
         bench_metaworld.main(["--env", "metaworld:push-v3", "--policy", str(tmp_path / "pol"), "--episodes", "2",
                               "--calib-seed", "1", "--out", str(out)])
