@@ -250,7 +250,7 @@ def _calibrate_lemica(args: argparse.Namespace, workload: Any, runs: list, input
         table = lemica_edges(workload.target, runs, template=template, max_skip=args.max_skip, progress=bar)
     # a budget: minimax or min-sum plan, whichever is closer to the uncached outputs on these runs
     cal = (plan_lemica(table, max_error=args.max_error) if args.max_error is not None
-           else choose_lemica(workload.target, runs, table, fraction=args.fraction))
+           else choose_lemica(workload.target, runs, table, fraction=args.fraction, refine=args.refine))
     env = environment(args.command_line)
     model_cls = type(find_model(workload.target)[0]).__name__
     measured = {"calibration": {"fraction": args.fraction, "max_error": args.max_error, "max_skip": args.max_skip,
@@ -259,7 +259,8 @@ def _calibrate_lemica(args: argparse.Namespace, workload: Any, runs: list, input
                                 "seconds": round(time.time() - t0, 1),
                                 "edge_errors": [round(e, 6) for e in cal.edge_errors],
                                 "predicted_max_edge_error": cal.predicted, "criterion": cal.criterion,
-                                "checked_final_error": cal.checked},
+                                "checked_final_error": cal.checked, "refine_sweeps": args.refine,
+                                "model_calls_to_choose": cal.refine_calls},
                 "steps": table.num_steps, "model": workload.name, "device": env["device"]}
     save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
                 source=f"calibrated by `{args.command_line}` ({env['device']})",
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lemica: reuse sub-block units (true) or the block stack (false) (default: true)")
     c.add_argument("--forecast", choices=("none", "taylor", "foca"), default="taylor",
                    help="lemica: forecast on reuse steps (default: %(default)s)")
+    c.add_argument("--refine", type=int, default=0,
+                   help="lemica: sweeps of local search on the calibration runs, one computed step moved at a time "
+                        "(default: %(default)s)")
     c.add_argument("--correction", choices=("linear", "scale", "none"), default="linear",
                    help="ertacache: fitted terms (default: %(default)s)")
     c.add_argument("--warmup", type=int, default=2, help="ertacache: first steps always computed (default: %(default)s)")

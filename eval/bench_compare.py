@@ -156,8 +156,9 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
             log(f"  LeMiCa edges: {table.model_calls} model calls ({table.full_calls} without shared prefixes), "
                 f"{time.time() - t0:.0f} s")
             for f in args.lemica_fractions:   # minimax or min-sum, whichever is closer on the calibration runs
-                plan = choose_lemica(wl.target, runs, table, fraction=f)
-                log(f"  LeMiCa {f}: {plan.criterion} chosen; calibration errors {plan.checked}")
+                plan = choose_lemica(wl.target, runs, table, fraction=f, refine=args.lemica_refine)
+                log(f"  LeMiCa {f}: {plan.criterion} chosen; calibration errors "
+                    f"{ {k: round(v, 6) for k, v in plan.checked.items()} }; {plan.refine_calls} model calls to choose")
                 cfgs.append(plan.config)
         return cfgs
 
@@ -359,6 +360,8 @@ def main() -> None:
                     help="calibrate ERTACache here for these computed fractions (on --calib-seeds)")
     ap.add_argument("--lemica-fractions", type=lambda s: [float(v) for v in s.split(",") if v], default=[],
                     help="plan global schedules (LeMiCa, units + Taylor) for these computed fractions (on --calib-seeds)")
+    ap.add_argument("--lemica-refine", type=int, default=0,
+                    help="sweeps of local search on the calibration runs after choosing a LeMiCa plan (default: 0)")
     ap.add_argument("--calib-inputs", type=int, default=None,
                     help="calibrate BAC / ERTACache / LeMiCa on the first N default inputs (default: --inputs)")
     ap.add_argument("--anchors", nargs="*", default=None, help="only these anchor methods (default: all)")

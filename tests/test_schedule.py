@@ -218,8 +218,55 @@ def test_choose_lemica_keeps_the_candidate_closest_on_the_calibration_runs(dit, 
 
     runs, t = edges
     plan = choose_lemica(dit, runs, t, budget=3)
-    assert set(plan.checked) == {"minimax", "sum"}
+    assert set(plan.checked) <= {"minimax", "sum", "uniform"} and {"minimax", "sum"} <= set(plan.checked)
     assert plan.checked[plan.criterion] == min(plan.checked.values())
-    assert plan.computed == plan_lemica(t, budget=3, criterion=plan.criterion).computed
+    if plan.criterion != "uniform":
+        assert plan.computed == plan_lemica(t, budget=3, criterion=plan.criterion).computed
+    assert plan.refine_calls > 0
     with pytest.raises(ValueError, match="measured on 2 runs, got 1"):
         choose_lemica(dit, runs[:1], t, budget=3)
+    with pytest.raises(ValueError, match="refine must be an int >= 0"):
+        choose_lemica(dit, runs, t, budget=3, refine=-1)
+
+
+def test_refined_plan_is_measured_no_worse_than_its_start(dit, edges):
+    from cachekit.planning import choose_lemica
+
+    runs, t = edges
+    start = choose_lemica(dit, runs, t, budget=3)
+    refined = choose_lemica(dit, runs, t, budget=3, refine=2)
+    assert len(refined.computed) == len(start.computed) and refined.computed[0] == 0
+    assert min(refined.checked.values()) <= min(start.checked.values())
+    assert refined.refine_calls > start.refine_calls
+    # the reported error is what the plan measures on the calibration runs
+    ref = t.uncached_outputs
+    cachekit.apply(dit, refined.config)
+    try:
+        err = np.mean([float((r() - o).abs().mean()) for r, o in zip(runs, ref)])
+    finally:
+        cachekit.remove(dit)
+    assert err == pytest.approx(refined.checked[refined.criterion], rel=1e-6)
+
+
+def test_uniform_path_and_local_search_by_hand():
+    from cachekit.planning.lemica import local_search, uniform_path
+
+    assert uniform_path(10, 4) == [0, 3, 6, 9] and uniform_path(5, 1) == [0] and uniform_path(3, 7) == [0, 1, 2]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        uniform_path(0, 2)
+    # a bowl with its floor at [0, 4, 7]: one step at a time, the search walks there
+    target = [0, 4, 7]
+    seen = []
+
+    def err(c):
+        seen.append(tuple(c))
+        return float(sum(abs(a - b) for a, b in zip(c, target)))
+
+    steps, e, n = local_search([0, 2, 5], 10, err, sweeps=10)
+    assert steps == target and e == 0.0 and n == len(seen)
+    assert all(c[0] == 0 and len(c) == 3 and len(set(c)) == 3 for c in seen)
+    # one sweep moves each step at most once; max_skip bounds every gap, the end included
+    one, _, _ = local_search([0, 2, 5], 10, err, sweeps=1)
+    assert one == [0, 3, 6]
+    capped, _, _ = local_search([0, 3, 6], 10, lambda c: -c[-1], sweeps=10, max_skip=4)
+    assert capped == [0, 3, 7]      # 8 would leave a gap of 5 after step 3
