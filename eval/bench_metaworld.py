@@ -85,8 +85,8 @@ def easycache_for(policy, runs, fraction: float, warmup: int = 3) -> tuple[EasyC
 
 def build_configs(policy, runs, lemica_runs, fractions, lemica_fractions, log) -> list[tuple[str, float, object, dict]]:
     """(label, target fraction, config, calibration notes) for every row. LeMiCa measures its edges
-    on ``lemica_runs`` (one wider batch of the same histories: its cost is model calls, ~50 per
-    edge and run, and a call costs about the same at batch 8 or 16 here)."""
+    on ``lemica_runs`` (one run of ``--calib-batch`` histories spread over the same trajectories):
+    its cost is model calls, ~50 per edge and run; 700 edges at f=0.2 are ~35,000 calls."""
     t0 = time.time()
     rec = cachekit.record(policy, runs)
     rec_stack = cachekit.record(policy, runs, level="stack")
@@ -124,6 +124,26 @@ def build_configs(policy, runs, lemica_runs, fractions, lemica_fractions, log) -
             out.append((f"LeMiCa {lp.criterion} {len(lp.computed)} steps, units + Taylor", f, lp.config,
                         {"computed": lp.computed, "checked": lp.checked}))
     return out
+
+
+def calibration_error(policy, runs, configs) -> list[float]:
+    """Open-loop mean absolute action difference from the uncached policy on the calibration runs
+    (env units), per config: what a planner can see, beside the closed-loop success it cannot."""
+    refs = [run() for run in runs]
+    out = []
+    for _, _, cfg, _ in configs:
+        with applied(policy, cfg):
+            out.append(float(np.mean([float((run() - ref).abs().mean()) for run, ref in zip(runs, refs)])))
+    return out
+
+
+def plan_shape(cfg, num_steps: int) -> dict:
+    """Where a BAC plan spends its updates: mean updates per unit, and the share before mid-sampling."""
+    if not isinstance(cfg, BACConfig):
+        return {}
+    steps = [s for _, s in cfg.plan]
+    early = [sum(1 for t in s if t < num_steps // 2) / len(s) for s in steps]
+    return {"updates_per_unit": float(np.mean([len(s) for s in steps])), "share_in_first_half": float(np.mean(early))}
 
 
 def closed_loop(policy, task, episodes, seed, envs, cfg=None) -> dict:
@@ -193,8 +213,11 @@ def main(argv=None) -> None:
     t0 = time.time()
     calib_obs = mw.rollout_observations(policy, spec, args.calib_episodes, args.calib_seed, envs=envs)
     runs = calibration_runs(policy, calib_obs, args.calib_runs, args.calib_batch)
-    lemica_runs = calibration_runs(policy, calib_obs, 1, args.calib_runs * args.calib_batch)
+    lemica_runs = calibration_runs(policy, calib_obs, 1, args.calib_batch)
     configs = build_configs(policy, runs, lemica_runs, fractions, lem, log)
+    calib_err = calibration_error(policy, runs, configs)
+    for (_, _, cfg, notes), e in zip(configs, calib_err):
+        notes.update(plan_shape(cfg, policy.cfg.num_inference_steps))
     t_calib = time.time() - t0
     log(f"  calibration: {len(calib_obs)} histories from {args.calib_episodes} episodes, {len(configs)} configs, {t_calib:.0f} s")
 
@@ -229,6 +252,7 @@ def main(argv=None) -> None:
             "closed_loop_s_per_prediction": r["predict_s"] / r["predicted_rows"],
             "closed_loop_speedup": per_row_base / (r["predict_s"] / r["predicted_rows"]),
             "mean_episode_length": r["mean_episode_length"], "row_wall_s": r["wall_s"],
+            "calib_action_mae": 0.0 if k == 0 else calib_err[k - 1],
             "config_repr": "" if cfg is None else _short(cfg), "notes": json.dumps(notes, default=str),
             "per_episode_success": "".join("1" if s else "0" for s in r["per_episode_success"]),
         })
@@ -264,12 +288,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
              f"Command: `{meta['command']}`", "",
              f"Uncached success {b['success']:.3f} [{b['ci_lo']:.3f}, {b['ci_hi']:.3f}] (Wilson 95%), "
              f"batch-1 prediction {b['batch1_ms']:.0f} ms.", "",
-             "| config | computed fraction | success [95% CI] | inside uncached CI | speedup, batch 1 | speedup, closed loop (batched) | mean episode length |",
-             "|---|---|---|---|---|---|---|"]
+             "| config | computed fraction | success [95% CI] | inside uncached CI | speedup, batch 1 | speedup, closed loop (batched) | "
+             "open-loop action MAE, calibration | mean episode length |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['computed_fraction']:.3f} | {r['success']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] | "
                      f"{'yes' if r['inside_uncached_ci'] else 'no'} | {r['batch1_speedup']:.2f}x | {r['closed_loop_speedup']:.2f}x | "
-                     f"{r['mean_episode_length']:.0f} |")
+                     f"{r['calib_action_mae']:.4f} | {r['mean_episode_length']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
