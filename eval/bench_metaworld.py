@@ -284,6 +284,10 @@ def _short(cfg) -> str:
     return f"{d.get('method')} {json.dumps(s, default=str)}"
 
 
+def _f(v, spec: str, suffix: str = "") -> str:
+    return "not measured" if v is None else f"{v:{spec}}{suffix}"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     b = rows[0]
     lines = [f"# Meta-World {meta['task']}: cachekit methods at matched computed fractions", "",
@@ -294,14 +298,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
              f"rows {meta['rows_s']:.0f} s, batch-1 timing {meta['batch1_timing_s']:.0f} s).", "",
              f"Command: `{meta['command']}`", "",
              f"Uncached success {b['success']:.3f} [{b['ci_lo']:.3f}, {b['ci_hi']:.3f}] (Wilson 95%), "
-             f"batch-1 prediction {b['batch1_ms']:.0f} ms.", "",
+             f"batch-1 prediction {_f(b['batch1_ms'], '.0f', ' ms')}." + (f" **{meta['salvaged']}.**" if meta.get("salvaged") else ""), "",
              "| config | computed fraction | success [95% CI] | inside uncached CI | speedup, batch 1 | speedup, closed loop (batched) | "
              "open-loop action MAE, calibration | mean episode length |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['computed_fraction']:.3f} | {r['success']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] | "
-                     f"{'yes' if r['inside_uncached_ci'] else 'no'} | {r['batch1_speedup']:.2f}x | {r['closed_loop_speedup']:.2f}x | "
-                     f"{r['calib_action_mae']:.4f} | {r['mean_episode_length']:.0f} |")
+                     f"{'yes' if r['inside_uncached_ci'] else 'no'} | {_f(r['batch1_speedup'], '.2f', 'x')} | {r['closed_loop_speedup']:.2f}x | "
+                     f"{_f(r['calib_action_mae'], '.4f')} | {_f(r['mean_episode_length'], '.0f')} |")
     return "\n".join(lines) + "\n"
 
 
