@@ -62,7 +62,8 @@ def card(asset: Path, bench: dict | None) -> str:
         lines += [
             f"**Uncached success {b['success']:.3f} [{b['ci_lo']:.3f}, {b['ci_hi']:.3f}]** (Wilson 95%) over "
             f"{b['episodes']} episodes (env seeds {meta['eval_seeds'][0]}-{meta['eval_seeds'][1]}, scenes never seen in "
-            f"training), mean episode length {b['mean_episode_length']:.0f} steps; from the uncached row of "
+            f"training)" + ("" if b["mean_episode_length"] is None else f", mean episode length {b['mean_episode_length']:.0f} steps")
+            + "; from the uncached row of "
             f"`{meta['command']}` (eval/results/policy_metaworld/{meta['task']}.md, where every cachekit method is "
             "measured on the same episodes)."]
     return "\n".join(lines) + "\n"
