@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "recipe (same seeds, same process); prints a table and writes samples.png and "
                                    "plan.png.")
     d.add_argument("--model", choices=("digits", "video", "policy"), default="digits",
-                   help="digits (class-conditional DiT), video (moving-digits Wan) or policy (Meta-World push-v3 "
+                   help="digits (class-conditional DiT), video (moving-digits Wan) or policy (Meta-World door-open-v3 "
                         "diffusion policy, needs the [metaworld] extra) (default: %(default)s)")
     d.add_argument("--out", default="cachekit-demo", help="output folder (default: %(default)s)")
     d.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default: %(default)s)")

@@ -19,13 +19,14 @@ from .evaluation.runner import applied
 from .evaluation.timing import Pass, alternate
 from .methods import FixedIntervalConfig
 
-#: Task, shipped weights and the configuration shown. The configuration is calibration-free (sub-block
-#: units, every 10th of 100 steps computed, first-order Taylor forecast between), the row of
-#: eval/results/policy_metaworld/push-v3.md that this demo reproduces on fewer episodes.
-DEMO_TASK = "push-v3"
-DEMO_ASSET = "metaworld_push_policy"
-DEMO_CONFIG = FixedIntervalConfig(interval=10, warmup=1, final_steps=1, forecast="taylor", units=True)
-DEMO_EPISODES = 40    # episode seeds 0..39: ~30 s per closed-loop pass on 2 cores (200 take ~3 min)
+#: Task, shipped weights and the configuration shown: door-open-v3 (uncached success 0.89 over 200
+#: episodes) with the whole decoder stack computed at every 5th of the 100 DDPM steps and held between
+#: (calibration-free), the row of eval/results/policy_metaworld/door-open-v3.md that kept success inside
+#: the uncached interval (0.880) at 3.7x closed-loop inference speed; the demo reruns it on fewer episodes.
+DEMO_TASK = "door-open-v3"
+DEMO_ASSET = "metaworld_door_open_policy"
+DEMO_CONFIG = FixedIntervalConfig(interval=5, warmup=1, final_steps=1)
+DEMO_EPISODES = 40    # episode seeds 0..39 (the benchmark's first 40)
 
 
 def run_policy_demo(out: str = "cachekit-demo", repeats: int = 5, episodes: int = DEMO_EPISODES) -> int:

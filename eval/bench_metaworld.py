@@ -306,6 +306,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['config']} | {r['computed_fraction']:.3f} | {r['success']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] | "
                      f"{'yes' if r['inside_uncached_ci'] else 'no'} | {_f(r['batch1_speedup'], '.2f', 'x')} | {r['closed_loop_speedup']:.2f}x | "
                      f"{_f(r['calib_action_mae'], '.4f')} | {_f(r['mean_episode_length'], '.0f')} |")
+    if any(r.get("batched_speedup") for r in rows):
+        bs = next(r["batched_size"] for r in rows if r.get("batched_size"))
+        lines += ["", f"Same-rounds prediction speedup at batch {bs} (real scenes; calibration-free rows, "
+                      f"`{meta.get('batch1_command', '')}`):", "", "| config | speedup, batch " + str(bs) + " |", "|---|---|"]
+        lines += [f"| {r['config']} | {r['batched_speedup']:.2f}x |" for r in rows if r.get("batched_speedup")]
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,9 @@ def main(argv=None) -> None:
     ap.add_argument("--policy", required=True)
     ap.add_argument("--fractions", default="0.2,0.1")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=0,
+                    help="also time one prediction over this many real scenes (seeds 10000..), same rounds: "
+                         "compute-bound like the batched closed loop, without its row-to-row machine drift")
     ap.add_argument("--out", required=True, help="the bench's output prefix (PREFIX.json is updated)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -57,17 +60,31 @@ def main(argv=None) -> None:
                      FixedIntervalConfig(interval=n, warmup=1, final_steps=1, forecast="taylor", units=True), {}),
                     (f"BAC runtime, uniform plan every {nth(n)} step", f, BACConfig(plan=plan, num_steps=T, model=rec.fingerprint), {})]
     times = batch1_times(policy, obs1, configs, args.repeats)
+    batched = None
+    if args.batch:
+        scenes = []
+        for k in range(args.batch):
+            env.seed(10_000 + k)
+            o = env.reset()[0]
+            scenes.append(np.stack([o, o]))
+        batched = batch1_times(policy, torch.as_tensor(np.stack(scenes), dtype=torch.float32), configs, max(3, args.repeats // 2))
     by_label = {"uncached": times[0], **{c[0]: t for c, t in zip(configs, times[1:])}}
+    by_label_b = {} if batched is None else {"uncached": batched[0], **{c[0]: t for c, t in zip(configs, batched[1:])}}
     prefix = Path(args.out)
     doc = json.loads(prefix.with_suffix(".json").read_text())
     for r in doc["rows"]:
         if r["config"] in by_label:
             r["batch1_ms"] = by_label[r["config"]] * 1e3
             r["batch1_speedup"] = times[0] / by_label[r["config"]]
+        if r["config"] in by_label_b:
+            r["batched_size"] = args.batch
+            r["batched_speedup"] = batched[0] / by_label_b[r["config"]]
     doc["meta"]["batch1_command"] = command
     doc["meta"]["salvaged"] = doc["meta"].get("salvaged", "") + (f"; batch-1 timing of the uniform plans by `{command}`")
     write(prefix, doc["rows"], doc["meta"])
     print(json.dumps({k: round(times[0] / v, 2) for k, v in by_label.items()}, indent=1))
+    if batched is not None:
+        print(json.dumps({f"batch {args.batch}: {k}": round(batched[0] / v, 2) for k, v in by_label_b.items()}, indent=1))
 
 
 if __name__ == "__main__":
