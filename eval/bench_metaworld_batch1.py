@@ -39,6 +39,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=0,
                     help="also time one prediction over this many real scenes (seeds 10000..), same rounds: "
                          "compute-bound like the batched closed loop, without its row-to-row machine drift")
+    ap.add_argument("--batched-only", action="store_true",
+                    help="keep the rows' batch-1 times (a finished run measured them with every config) and add only --batch")
     ap.add_argument("--out", required=True, help="the bench's output prefix (PREFIX.json is updated)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -73,14 +75,15 @@ def main(argv=None) -> None:
     prefix = Path(args.out)
     doc = json.loads(prefix.with_suffix(".json").read_text())
     for r in doc["rows"]:
-        if r["config"] in by_label:
+        if r["config"] in by_label and not args.batched_only:
             r["batch1_ms"] = by_label[r["config"]] * 1e3
             r["batch1_speedup"] = times[0] / by_label[r["config"]]
         if r["config"] in by_label_b:
             r["batched_size"] = args.batch
             r["batched_speedup"] = batched[0] / by_label_b[r["config"]]
     doc["meta"]["batch1_command"] = command
-    doc["meta"]["salvaged"] = doc["meta"].get("salvaged", "") + (f"; batch-1 timing of the uniform plans by `{command}`")
+    if not args.batched_only:
+        doc["meta"]["salvaged"] = doc["meta"].get("salvaged", "") + (f"; batch-1 timing of the uniform plans by `{command}`")
     write(prefix, doc["rows"], doc["meta"])
     print(json.dumps({k: round(times[0] / v, 2) for k, v in by_label.items()}, indent=1))
     if batched is not None:
