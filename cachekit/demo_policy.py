@@ -67,7 +67,7 @@ def run_policy_demo(out: str = "cachekit-demo", repeats: int = 5, episodes: int 
     table = [
         ("", "uncached", "cached"),
         (f"success, {episodes} episodes (Wilson 95%)", ci(unc), ci(cac)),
-        ("computed fraction of unit evaluations", "1.000", f"{fraction:.3f}"),
+        ("computed fraction (cachekit.stats)", "1.000", f"{fraction:.3f}"),
         (f"one batch-1 prediction, 100 steps (median of {repeats})", f"{t_unc.median * 1e3:.0f} ms", f"{t_cac.median * 1e3:.0f} ms"),
         ("speedup, batch 1 (same rounds)", "1.00x", f"{t_unc.median / t_cac.median:.2f}x"),
         (f"closed loop: predict_action time per episode-prediction (batch <= {episodes})",
