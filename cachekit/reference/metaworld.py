@@ -20,7 +20,6 @@ episode's actions do not depend on which other episodes share its batch, or when
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from .pointmass import wilson  # noqa: F401  (re-exported: the interval every policy table uses)
 
 __all__ = ["TASK_PREFIX", "MetaWorldTask", "task_spec", "is_metaworld", "make_env", "VectorEnv", "collect_demos",
            "evaluate", "rollout_observations", "expert_policy"]
@@ -277,14 +278,3 @@ def rollout_observations(policy: Any, task: str | MetaWorldTask | None, episodes
     seen: list[torch.Tensor] = []
     evaluate(policy, task, episodes, seed, envs=envs, on_observations=lambda oh: seen.append(oh.clone()))
     return torch.cat(seen)
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson 95% interval of a success rate (the same formula as ``pointmass.summarize``)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))

@@ -146,6 +146,17 @@ def policy_task(policy) -> str:
     return policy.cfg.extra.get("task_name", "pusht") if isinstance(policy.cfg.extra, dict) else "pusht"
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of a success rate (``(nan, nan)`` for no episodes)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
 def summarize(successes, scores) -> dict:
     """Success rate (Wilson 95% interval) and mean score (std, normal-approximation 95% interval)."""
     s = np.asarray(successes, dtype=float)
@@ -153,13 +164,7 @@ def summarize(successes, scores) -> dict:
     n = len(s)
     p = float(s.mean()) if n else float("nan")
     z = 1.96
-    if n:
-        den = 1 + z * z / n
-        mid = (p + z * z / (2 * n)) / den
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-        wil = [max(0.0, mid - half), min(1.0, mid + half)]
-    else:
-        wil = [float("nan")] * 2
+    wil = list(wilson(float(s.sum()), n, z))
     m = float(c.mean()) if n else float("nan")
     sd = float(c.std(ddof=1)) if n > 1 else 0.0
     se = sd / math.sqrt(n) if n else float("nan")
