@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_metaworld import batch1_times, nth, write  # noqa: E402
+from bench_metaworld import batch1_times, first_scenes, nth, write  # noqa: E402
 
 import cachekit  # noqa: E402
 from cachekit import BACConfig, FixedIntervalConfig  # noqa: E402
@@ -64,12 +64,8 @@ def main(argv=None) -> None:
     times = batch1_times(policy, obs1, configs, args.repeats)
     batched = None
     if args.batch:
-        scenes = []
-        for k in range(args.batch):
-            env.seed(10_000 + k)
-            o = env.reset()[0]
-            scenes.append(np.stack([o, o]))
-        batched = batch1_times(policy, torch.as_tensor(np.stack(scenes), dtype=torch.float32), configs, max(3, args.repeats // 2))
+        batched = batch1_times(policy, first_scenes(mw.task_spec(args.env), 10_000, args.batch), configs,
+                               max(3, args.repeats // 2))
     by_label = {"uncached": times[0], **{c[0]: t for c, t in zip(configs, times[1:])}}
     by_label_b = {} if batched is None else {"uncached": batched[0], **{c[0]: t for c, t in zip(configs, batched[1:])}}
     prefix = Path(args.out)

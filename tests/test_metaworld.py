@@ -112,8 +112,9 @@ def test_bench_main_writes_md_csv_json(tmp_path):
     out = tmp_path / "res" / TASK
     bench_metaworld.main(["--env", "metaworld:push-v3", "--policy", str(tmp_path / "pol"), "--episodes", "2",
                           "--calib-episodes", "1", "--calib-runs", "2", "--calib-batch", "2", "--fractions", "0.5",
-                          "--lemica-fractions", "", "--repeats", "1", "--out", str(out)])
+                          "--lemica-fractions", "", "--repeats", "1", "--timing-batch", "3", "--out", str(out)])
     text = out.with_suffix(".md").read_text()
+    assert "Same-rounds prediction speedup at batch 3" in text
     assert "uncached" in text and "BAC calibrated M=3" in text and "ERTACache" in text and "EasyCache" in text
     rows = out.with_suffix(".csv").read_text().splitlines()
     assert len(rows) == 1 + 1 + 7          # header, uncached, 7 methods at one fraction
@@ -121,6 +122,7 @@ def test_bench_main_writes_md_csv_json(tmp_path):
     report_policy_metaworld.main([str(out.parent)])
     summary = (out.parent / "summary.md").read_text()
     assert "| push-v3 | 0.000 [0.000, 0.658] |" in summary       # 0 of 2 episodes: Wilson upper bound 0.658
+    assert "batch-3 speedup" in summary and "rows timed at batch" not in summary   # every row timed at batch 3
     assert (out.parent / "success_vs_speedup.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="overlap"):
         bench_metaworld.main(["--env", "metaworld:push-v3", "--policy", str(tmp_path / "pol"), "--episodes", "2",
