@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 
-def card(asset: Path, bench: dict | None) -> str:
+SHARED = "a 2-core CPU shared with the other trainings of this set (four ran at once, one thread each)"
+
+
+def card(asset: Path, bench: dict | None, machine: str = SHARED) -> str:
     doc = json.loads((asset / "config.json").read_text())
     m, task = doc["model"], doc["task"]
     ex, tr = task["expert"], task["train"]
@@ -48,11 +51,12 @@ def card(asset: Path, bench: dict | None) -> str:
         f"* Training: epsilon MSE, AdamW (lr {tr['lr']}, weight decay {tr['weight_decay']}), cosine decay, batch "
         f"{tr['batch_size']}, {tr['steps_done']:,} of {tr['steps_planned']:,} planned steps"
         + (" (stopped early by --max-train-minutes)" if tr["stopped_early"] else "")
-        + f", EMA {tr['ema_decay']} (shipped), seed {tr['seed']}, {tr['threads']} torch thread; final loss (mean of "
+        + f", EMA {tr['ema_decay']} (shipped), seed {tr['seed']}, {tr['threads']} torch thread"
+        + ("s" if tr["threads"] != 1 else "") + "; final loss (mean of "
         f"the last 100 steps) {tr['final_loss_avg100']:.4f}.",
         f"* Command: `{tr['command']}`",
-        f"* Wall time: {tr['total_wall_s'] / 60:.1f} min in all (training {tr['train_wall_s'] / 60:.1f} min), on a "
-        "2-core CPU shared with the other trainings of this set (four ran at once, one thread each).", "",
+        f"* Wall time: {tr['total_wall_s'] / 60:.1f} min in all (training {tr['train_wall_s'] / 60:.1f} min), on "
+        f"{machine}.", "",
         "## Closed-loop success", "",
     ]
     if bench is None:
@@ -70,12 +74,16 @@ def card(asset: Path, bench: dict | None) -> str:
 
 
 def main(argv=None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) not in (1, 2):
-        raise SystemExit("usage: python reference/metaworld_card.py ASSET_DIR [BENCH_JSON]")
-    asset = Path(args[0])
-    bench = json.loads(Path(args[1]).read_text()) if len(args) == 2 else None
-    (asset / "MODEL_CARD.md").write_text(card(asset, bench))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("asset")
+    ap.add_argument("bench_json", nargs="?")
+    ap.add_argument("--machine", default=SHARED, help="where the training ran, for the wall-time line")
+    args = ap.parse_args(argv)
+    asset = Path(args.asset)
+    bench = json.loads(Path(args.bench_json).read_text()) if args.bench_json else None
+    (asset / "MODEL_CARD.md").write_text(card(asset, bench, args.machine))
     print(f"wrote {asset / 'MODEL_CARD.md'}")
 
 
