@@ -22,9 +22,9 @@ from .methods import FixedIntervalConfig
 #: Task, shipped weights and the configuration shown: door-open-v3 (uncached success 0.89 over 200
 #: episodes) with the whole decoder stack computed at every 5th of the 100 DDPM steps and held between
 #: (calibration-free), the row of eval/results/policy_metaworld/door-open-v3.md that kept success inside
-#: the uncached interval (0.880 vs 0.890) at 4.04x same-round prediction speed at batch 64
-#: (eval/bench_metaworld_batch1.py --batch 64; its closed-loop ratio there drifted with machine load);
-#: the demo reruns it on fewer episodes.
+#: the uncached interval (0.880 vs 0.890) at 3.52x-4.04x same-round prediction speed at batch 64 (the
+#: table's own timing alone on the machine, 2026-12-03; eval/bench_metaworld_batch1.py --batch 64 under
+#: load, 2026-12-02); the demo reruns it on fewer episodes.
 DEMO_TASK = "door-open-v3"
 DEMO_ASSET = "metaworld_door_open_policy"
 DEMO_CONFIG = FixedIntervalConfig(interval=5, warmup=1, final_steps=1)
