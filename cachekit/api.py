@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
-from .adapters import ModelLayout, find_model, find_units, model_fingerprint, resolve
+from .adapters import ModelLayout, NeedsDiscovery, find_model, find_units, model_fingerprint, resolve, segment_blocks
 from .config import CacheConfig, ConfigError, method_for
 from .methods.base import CacheMethod
 from .recipe import load_recipe, recipe_for_model
 from .recording import DEFAULT_FEATURES, LEVELS, Recorder, Recording
 from .runtime.compile import compile_options
+from .runtime.deferred import Deferred
 from .runtime.session import SESSION_ATTR, Session
 from .runtime.state import HistoryStorage
 from .runtime.stats import CacheStats
@@ -69,13 +70,22 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     if getattr(model, "is_cache_enabled", False) is True:  # diffusers' CacheMixin property
         raise AlreadyAppliedError(f"cachekit.apply: diffusers' own cache is enabled on {type(model).__name__}; "
                                   f"call .disable_cache() first (two caches would skip each other's blocks)")
-    resolved = resolve(target, layout)
+    try:
+        resolved = resolve(target, layout)
+    except NeedsDiscovery:
+        # No layout known for this class: found from the model's first call (runtime/deferred.py).
+        pipe_or_target = target if target is not model else None
+        scheduler = getattr(pipe_or_target, "scheduler", None) if pipe_or_target is not None else None
+        deferred = Deferred(model, [model] if target is model else [model, target], SESSION_ATTR,
+                            lambda found: _install(target, method, found, compile_opts, **session_options), scheduler)
+        deferred.install()
+        return deferred
     if not isinstance(method, CacheMethod):
         method = method(type(model).__name__)
     for block in resolved.blocks:
         if getattr(vars(block.module).get("forward"), "__cachekit__", False):
             raise AlreadyAppliedError(f"cachekit.apply: block {block.name} already has cachekit hooks")
-    blocks = list(resolved.blocks)
+    blocks = list(resolved.blocks) if method.granularity == "unit" else list(segment_blocks(resolved))
     units = find_units(blocks) if method.granularity == "unit" else None
     method.bind(model, tuple(u.name for u in units) if units else tuple(b.name for b in blocks))
     session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units,
@@ -215,7 +225,10 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
             if progress is not None:
                 progress.update(1)
     finally:
+        session = session.current()
         session.uninstall()
+    if isinstance(session, Deferred):
+        raise ValueError("cachekit.record: nothing was recorded: the runs never called the model")
     _share_rank0(recorder, session.root)
     if not recorder.runs:
         raise ValueError("cachekit.record: nothing was recorded: the runs never called the model")

@@ -16,12 +16,18 @@ from typing import Any
 from torch import nn
 
 from .base import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, get_path, qualname
+from .discover import layout_source, propose_layout
 from .known import BLOCKS
 from .registry import is_registered, layout_for, register_layout, unregister_layout
 
 __all__ = ["BlockIO", "BlockUnits", "ModelLayout", "UnsupportedModelError", "Block", "Resolved", "resolve",
-           "find_model", "qualname", "Unit", "find_units", "model_fingerprint", "register_layout",
-           "unregister_layout"]
+           "find_model", "qualname", "Unit", "find_units", "segment_blocks", "model_fingerprint", "register_layout",
+           "unregister_layout", "NeedsDiscovery", "propose_layout", "layout_source"]
+
+
+class NeedsDiscovery(UnsupportedModelError):
+    """No layout is registered for the model's class and none was given: its blocks are found
+    from its first call (``discover.py``)."""
 
 
 @dataclass(frozen=True)
@@ -103,28 +109,14 @@ def _candidate_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     return found
 
 
-def _fallback_layout(model: nn.Module) -> ModelLayout:
-    cands = _candidate_lists(model)
-    if len(cands) == 1:
-        name, lst = cands[0]
-        known = BLOCKS.get(qualname(lst[0]))
-        io = known.io if known is not None else None
-        if io is None:
-            first = next(iter(inspect.signature(lst[0].forward).parameters), None)
-            if first is None:
-                raise UnsupportedModelError(f"blocks in {name} of {type(model).__name__} take no arguments")
-            io = BlockIO(streams=(first,))
-        params = inspect.signature(model.forward).parameters
-        return ModelLayout((name,), (io,), "timestep" if "timestep" in params else None)
-    listing = "; ".join(f"{n} ({len(m)} x {type(m[0]).__name__})" for n, m in cands) or "none"
-    raise UnsupportedModelError(
-        f"unsupported model {type(model).__name__}: cannot tell which block list to cache "
-        f"(candidate nn.ModuleLists: {listing}); pass layout=cachekit.ModelLayout(block_lists=(...))")
-
-
 def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
     model, pipe = find_model(target)
-    layout = layout or layout_for(model) or _fallback_layout(model)
+    layout = layout or layout_for(model)
+    if layout is None:
+        name = type(model).__name__
+        raise NeedsDiscovery(
+            f"{name} has no registered layout: cachekit finds its blocks at its first call; to know them now, "
+            f"print(cachekit.layout_source({name}, cachekit.propose_layout(model, **inputs))) and register it")
     blocks: list[Block] = []
     for k, path in enumerate(layout.block_lists):
         try:
@@ -141,6 +133,17 @@ def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
     if not callable(getattr(scheduler, "set_timesteps", None)):
         scheduler = None
     return Resolved(model, layout, tuple(blocks), scheduler, pipe)
+
+
+def segment_blocks(resolved: Resolved) -> tuple[Block, ...]:
+    """The blocks block-range methods cache: those of ``layout.segment_paths`` (see ``ModelLayout``)."""
+    paths = resolved.layout.segment_paths
+    if not paths:
+        raise UnsupportedModelError(
+            f"{type(resolved.model).__name__}: no run of its block lists carries one stream from block to block, so "
+            f"block-range reuse cannot run on it{': ' + resolved.layout.note if resolved.layout.note else ''}; use "
+            f"a unit-level config (the default, or FixedIntervalConfig(units=True))")
+    return tuple(b for b in resolved.blocks if b.name.rsplit(".", 1)[0] in paths)
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ def find_units(blocks: tuple[Block, ...] | list[Block]) -> list[Unit]:
         if spec is None:
             units.append(Unit(f"{b.name}.block", b.module, "forward", "block", i))
             continue
-        found = [(kind, attr, getattr(b.module, attr, None)) for kind, attr in spec.units]
+        found = [(kind, attr, _attr(b.module, attr)) for kind, attr in spec.units]
         if all(obj is None for _, _, obj in found):
             raise UnsupportedModelError(
                 f"block {b.name} ({type(b.module).__name__}) has none of its unit attributes "
@@ -184,9 +187,20 @@ def find_units(blocks: tuple[Block, ...] | list[Block]) -> list[Unit]:
                 continue
             if isinstance(obj, nn.Module):
                 units.append(Unit(f"{b.name}.{kind}", obj, "forward", kind, i, spec.additive))
+            elif "." in attr:
+                raise UnsupportedModelError(f"block {b.name}: unit {attr!r} is not a submodule")
             else:
                 units.append(Unit(f"{b.name}.{kind}", b.module, attr, kind, i, spec.additive))
     return units
+
+
+def _attr(module: nn.Module, dotted: str) -> Any:
+    obj: Any = module
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -92,13 +92,21 @@ class ModelLayout:
         units: the sub-block units of the blocks, one ``BlockUnits`` for all lists or one per list
             (None in a list's place: that list's blocks are found by class, else cached whole);
             None: by block class (torch's layers, diffusers' known blocks), else each block is one
-            unit.
+            unit. An attribute may be dotted ("block.attn1") for blocks that wrap another.
+        segment_lists: the block lists that block-range methods (segments) cache: a run of
+            ``block_lists`` through which the main stream flows from one list to the next. Lists
+            left out (a text or noise refiner that runs first on another stream, double-stream
+            blocks whose streams are concatenated before the single-stream ones) are cached only by
+            unit-level methods. None: all of ``block_lists``; () : segment methods are refused.
+        note: why the layout is what it is, shown when a config cannot run on it.
     """
 
     block_lists: tuple[str, ...]
     io: tuple[BlockIO, ...] = (BlockIO(),)
     timestep_arg: str | None = "timestep"
     units: tuple[BlockUnits | None, ...] | None = None
+    segment_lists: tuple[str, ...] | None = None
+    note: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.block_lists, str):
@@ -114,6 +122,18 @@ class ModelLayout:
         if self.units is not None and (len(self.units) not in (1, len(self.block_lists)) or not all(
                 u is None or isinstance(u, BlockUnits) for u in self.units)):
             raise ValueError("ModelLayout.units needs one BlockUnits, or one (or None) per block list")
+        if isinstance(self.segment_lists, str):
+            object.__setattr__(self, "segment_lists", (self.segment_lists,))
+        if self.segment_lists is not None:
+            seg, lists = tuple(self.segment_lists), self.block_lists
+            object.__setattr__(self, "segment_lists", seg)
+            starts = [i for i in range(len(lists)) if lists[i:i + len(seg)] == seg]
+            if seg and not starts:
+                raise ValueError(f"ModelLayout.segment_lists {seg} must be a run of block_lists {lists}")
+
+    @property
+    def segment_paths(self) -> tuple[str, ...]:
+        return self.block_lists if self.segment_lists is None else self.segment_lists
 
     def io_for(self, list_index: int) -> BlockIO:
         return self.io[0] if len(self.io) == 1 else self.io[list_index]

@@ -78,10 +78,20 @@ class Session:
         # planning.lemica replays the uncached model outputs of the first steps (not through the
         # hooks): the first scheduler step then has no call to check
         self.prefix_replayed = False
+        self.discovered = False   # the layout was found from the first call (runtime/deferred.py)
         self.context: Context | None = None  # diffusers cache_context in effect, if any
         self._patches = InstancePatches()
         self._hooks: list[guards.Hooked] = []
         self._scheduler_patches = InstancePatches()
+
+    def current(self) -> "Session":
+        return self
+
+    def scheduler_started_before_install(self) -> None:
+        """Installed inside a pipeline call whose ``set_timesteps`` already ran (a layout found at
+        the first model call): start that generation now, as the wrapper would have."""
+        self.threads.enter_generation(self.gen)
+        self._scheduler_generation(0)
 
     def _current(self) -> Call | None:
         return self.call
