@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
-from .adapters import ModelLayout, NeedsDiscovery, find_model, find_units, model_fingerprint, resolve, segment_blocks
+from torch import nn
+
+from .adapters import ModelLayout, NeedsDiscovery, UnsupportedModelError, find_model, find_units, model_fingerprint, resolve, segment_blocks
 from .config import CacheConfig, ConfigError, method_for
 from .methods.base import CacheMethod
 from .recipe import load_recipe, recipe_for_model
@@ -70,9 +72,15 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     if getattr(model, "is_cache_enabled", False) is True:  # diffusers' CacheMixin property
         raise AlreadyAppliedError(f"cachekit.apply: diffusers' own cache is enabled on {type(model).__name__}; "
                                   f"call .disable_cache() first (two caches would skip each other's blocks)")
+    if not isinstance(method, CacheMethod):
+        method = method(type(model).__name__)   # a bad config or recipe is refused here, before any hook
     try:
         resolved = resolve(target, layout)
     except NeedsDiscovery:
+        if not any(isinstance(m, (nn.ModuleList, nn.Sequential)) for m in model.modules()):
+            raise UnsupportedModelError(
+                f"cachekit.apply: {type(model).__name__} holds no nn.ModuleList or nn.Sequential, so no list of "
+                f"transformer blocks to cache; pass layout=cachekit.ModelLayout(block_lists=(...))") from None
         # No layout known for this class: found from the model's first call (runtime/deferred.py).
         pipe_or_target = target if target is not model else None
         scheduler = getattr(pipe_or_target, "scheduler", None) if pipe_or_target is not None else None
@@ -80,8 +88,6 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
                             lambda found: _install(target, method, found, compile_opts, **session_options), scheduler)
         deferred.install()
         return deferred
-    if not isinstance(method, CacheMethod):
-        method = method(type(model).__name__)
     for block in resolved.blocks:
         if getattr(vars(block.module).get("forward"), "__cachekit__", False):
             raise AlreadyAppliedError(f"cachekit.apply: block {block.name} already has cachekit hooks")

@@ -63,13 +63,32 @@ def run(m, steps=6):
     return torch.stack(outs)
 
 
-def test_unregistered_family_is_refused_then_found_once_registered(registered):
+class Unchained(MyDiT):
+    """Two lists whose blocks each take the model input, never what the previous block returned:
+    no list is a stack of blocks."""
+
+    def forward(self, sample, timestep):
+        temb = torch.cos(timestep.float().reshape(-1, 1) / 10)
+        return sum(b(sample, temb) for b in [*self.early, *self.late])
+
+
+def test_unregistered_family_is_discovered_then_found_once_registered(registered):
     torch.manual_seed(0)
     m = MyDiT().eval()
     ref = run(m)
     cachekit.unregister_layout(MyDiT)
-    with pytest.raises(cachekit.UnsupportedModelError, match="candidate nn.ModuleLists: early .*; late"):
-        cachekit.apply(m, FixedIntervalConfig())
+    # discovery: both lists chain (late.0 takes what early.1 returned), found from the first call
+    cachekit.apply(m, FixedIntervalConfig(interval=1))
+    assert torch.equal(run(m), ref)
+    assert cachekit.stats(m).block_names == ("early.0", "early.1", "late.0", "late.1")
+    cachekit.remove(m)
+    u = Unchained().eval()
+    before = run(u)
+    cachekit.apply(u, FixedIntervalConfig())
+    with pytest.raises(cachekit.UnsupportedModelError, match="early .*not chained.*register_layout"):
+        run(u)
+    assert "forward" not in vars(u) and not hasattr(u, "_cachekit_session")   # left as it was
+    assert torch.equal(run(u), before)
     cachekit.register_layout(MyDiT, LAYOUT)
     cachekit.apply(m, FixedIntervalConfig(interval=1))
     assert torch.equal(run(m), ref)

@@ -109,9 +109,30 @@ def _candidate_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     return found
 
 
+def _known_block_layout(model: nn.Module) -> ModelLayout | None:
+    """The one list of blocks of a class whose streams are known (torch's transformer layers,
+    diffusers' BasicTransformerBlock): no call needs observing."""
+    cands = _candidate_lists(model)
+    if len(cands) != 1:
+        return None
+    name, lst = cands[0]
+    known = getattr(BLOCKS.get(qualname(lst[0])), "io", None)
+    if known is None:
+        # A model whose only container is this list, of blocks of one class (a hand-written stack):
+        # nothing else could be the stack; the first argument is the stream (checked at the first
+        # call: a block returning a tuple is refused there, with the BlockIO that describes it).
+        containers = [m for m in model.modules() if isinstance(m, (nn.ModuleList, nn.Sequential))]
+        first = next(iter(inspect.signature(lst[0].forward).parameters), None)
+        if len(containers) != 1 or first is None:
+            return None
+        known = BlockIO((first,))
+    params = inspect.signature(model.forward).parameters
+    return ModelLayout((name,), (known,), "timestep" if "timestep" in params else None)
+
+
 def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
     model, pipe = find_model(target)
-    layout = layout or layout_for(model)
+    layout = layout or layout_for(model) or _known_block_layout(model)
     if layout is None:
         name = type(model).__name__
         raise NeedsDiscovery(

@@ -285,9 +285,6 @@ def _judge(path: str, lst: nn.Module, seen: list[tuple[int, _Call]]) -> _Verdict
         if not isinstance(o, torch.Tensor) or not isinstance(a, torch.Tensor) or o.shape != a.shape:
             v.why = f"changes the shape of its stream {main!r}"
             return v
-    if not _has_attention(lst[0]):
-        v.why = "no attention module inside (not a transformer block)"
-        return v
     streams = (main, *[s for s in names if s != main])
     v.io = BlockIO(streams, None if isinstance(calls[0].out, torch.Tensor) else tuple(names))
     v.units = _units(lst[0], calls)
@@ -342,6 +339,12 @@ def _units(block: nn.Module, calls: list[_Call]) -> BlockUnits | None:
 def layout_from_observation(obs: Observation) -> ModelLayout:
     verdicts = [_judge(p, lst, obs.calls[p]) for p, lst in obs.lists.items()]
     stacks = sorted((v for v in verdicts if v.io is not None), key=lambda v: v.first)
+    # Transformer blocks hold attention: where some stacks do, chains of plain layers are left out.
+    if any(_has_attention(obs.lists[v.path][0]) for v in stacks):
+        for v in stacks:
+            if not _has_attention(obs.lists[v.path][0]):
+                v.io, v.why = None, "no attention module inside (not a transformer block)"
+        stacks = [v for v in stacks if v.io is not None]
     # lists nested in a stack's blocks (experts, inner lists) are not stacks of their own
     stacks = [v for v in stacks if not any(v.path.startswith(o.path + ".") for o in stacks if o is not v)]
     what = "; ".join(f"{v.path} ({len(obs.lists[v.path])} x {type(obs.lists[v.path][0]).__name__}): "
