@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ModelLayout, qualname
-from .known import LAYOUTS
+from .diffusers_layouts import LAYOUTS as _MORE
+from .known import LAYOUTS as _FIRST
 
+LAYOUTS: dict[str, ModelLayout] = {**_FIRST, **_MORE}   # the built-ins
 _layouts: dict[str, ModelLayout] = dict(LAYOUTS)
 
 
