@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from .base import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, get_path, qualname
-from .discover import layout_source, propose_layout
+from .discover import _has_attention, layout_source, propose_layout
 from .known import BLOCKS
 from .registry import is_registered, layout_for, register_layout, unregister_layout
 
@@ -118,13 +118,13 @@ def _known_block_layout(model: nn.Module) -> ModelLayout | None:
     name, lst = cands[0]
     known = getattr(BLOCKS.get(qualname(lst[0])), "io", None)
     if known is None:
-        # A model whose only container is this list, of blocks of one class (a hand-written stack):
+        # A model whose only container is this list, of attention-free blocks of one class (a toy):
         # nothing else could be the stack; the first argument is the stream (checked at the first
         # call: a block returning a tuple is refused there, with the BlockIO that describes it).
         containers = [m for m in model.modules() if isinstance(m, (nn.ModuleList, nn.Sequential))]
         first = next(iter(inspect.signature(lst[0].forward).parameters), None)
-        if len(containers) != 1 or first is None:
-            return None
+        if len(containers) != 1 or first is None or _has_attention(lst[0]):
+            return None   # a transformer: what its blocks return is seen at its first call
         known = BlockIO((first,))
     params = inspect.signature(model.forward).parameters
     return ModelLayout((name,), (known,), "timestep" if "timestep" in params else None)

@@ -211,6 +211,12 @@ def _near(out: Any, nxt: dict[str, Any]) -> bool:
     return False
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().flatten().float(), b.detach().flatten().float()
+    den = a.norm() * b.norm()
+    return float((a @ b) / den) if den > 0 else 0.0
+
+
 def _has_attention(module: nn.Module) -> bool:
     return any(_ATTN.search(type(m).__name__) or isinstance(m, nn.MultiheadAttention) for m in module.modules())
 
@@ -285,6 +291,11 @@ def _judge(path: str, lst: nn.Module, seen: list[tuple[int, _Call]]) -> _Verdict
         if not isinstance(o, torch.Tensor) or not isinstance(a, torch.Tensor) or o.shape != a.shape:
             v.why = f"changes the shape of its stream {main!r}"
             return v
+        if n == 1 and _cosine(o, a) < 0.2:
+            # one block, so no chain to prove it: a block returns its stream updated (a residual
+            # block's output follows its input), an adapter whose output is added to the stream does not
+            v.why = f"returns something unlike its stream {main!r} (an addition to it, not the stream)"
+            return v
     streams = (main, *[s for s in names if s != main])
     v.io = BlockIO(streams, None if isinstance(calls[0].out, torch.Tensor) else tuple(names))
     v.units = _units(lst[0], calls)
@@ -358,12 +369,18 @@ def layout_from_observation(obs: Observation) -> ModelLayout:
     # (a face adapter every 5 blocks), not a stack.
     stacks = [v for v in stacks if not (len(v.orders) == 1 and any(
         o is not v and len(o.orders) > 1 and o.first < v.first < o.last for o in stacks))]
-    for a, b in zip(stacks, stacks[1:]):
-        if b.first < a.last:
+    interleaved = next(((a, b) for a, b in zip(stacks, stacks[1:]) if b.first < a.last), None)
+    if interleaved is not None:
+        # No range of blocks carries one stream (Latte: spatial and temporal blocks alternate with a
+        # reshape between them): unit-level methods only.
+        a, b = interleaved
+        units = tuple(v.units for v in stacks)
+        if not all(u is not None for u in units):
             raise UnsupportedModelError(
-                f"cachekit: the blocks of {a.path} and {b.path} in {name} run interleaved, so no range of them can "
-                f"be reused as one segment ({what}); cache it with sub-block units "
-                f"(FixedIntervalConfig(units=True)) or register a layout with one of them")
+                f"cachekit: the blocks of {a.path} and {b.path} in {name} run interleaved and hold no attention / FFN "
+                f"modules to cache one by one ({what}); register a layout for it")
+        return ModelLayout(tuple(v.path for v in stacks), tuple(v.io for v in stacks), obs.timestep_arg, units,
+                           segment_lists=(), note=f"the blocks of {a.path} and {b.path} run interleaved")
     # The cached stack ends with the last stack to run and takes the stacks before it whose last
     # block hands its streams to the next stack's first block. Refiners that run on another stream
     # first (text or noise refiners before a joint stack) are left out: a segment spanning them would
