@@ -65,8 +65,9 @@ def check_other_cache(model: Any) -> None:
 
 
 def check_alive(gen: Generation, columns: tuple[str, ...], model: Any) -> None:
-    """After the first step of a pipeline generation: did every hook run? Step 0 computes every
-    block and unit under every method, so a column never computed there was bypassed."""
+    """After the first step of a generation (pipeline or bare model): did every hook run? Step 0
+    computes every block and unit under every method, so a column never computed there was
+    bypassed or never runs; caching it would report reuse that never happened."""
     what = type(model).__name__
     if not gen.calls:
         raise CompositionError(f"cachekit: the pipeline ran a step without calling {what} through cachekit's "
@@ -78,7 +79,9 @@ def check_alive(gen: Generation, columns: tuple[str, ...], model: Any) -> None:
         missing = [c for c, r in zip(columns, ran) if not r]
         raise CompositionError(f"cachekit: {len(missing)} of {len(columns)} hooked blocks of {what} ran without "
                                f"cachekit's hooks in the first step ({missing[0]}, ...): their forward was replaced "
-                               f"after cachekit.apply; call cachekit.remove, then cachekit.apply again after that change")
+                               f"after cachekit.apply, or the model never runs them (a layout naming modules off its "
+                               f"path); call cachekit.remove, then apply again after that change or with a layout of "
+                               f"the blocks it runs")
 
 
 class ThreadGuard:

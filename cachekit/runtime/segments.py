@@ -18,6 +18,7 @@ bit for bit. An in-place add (``h += c``) keeps the object and cannot be seen.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,6 +51,7 @@ class SegmentPath:
         self.reader = reader or read_local
         self.columns = tuple(b.name for b in blocks)
         self.segments = check_segments(method.segments(len(blocks)), len(blocks))
+        self.warned = False
         self.segment_of = [next(k for k, (a, b) in enumerate(self.segments) if a <= i < b)
                            for i in range(len(blocks))]
 
@@ -73,6 +75,7 @@ class SegmentPath:
                 inputs = binding.streams(args, kwargs)
                 reused = self._begin(call, local, seg, inputs)
                 if reused is not None:
+                    call.reused[start:end] = True
                     return binding.build_output({**inputs, **reused})
             elif not local.compute[seg]:
                 return binding.build_output(binding.streams(args, kwargs))  # inside a reused range
@@ -115,6 +118,20 @@ class SegmentPath:
                 out[s] = reuse(inputs[s], [h[s] for _, h in hist[:len(weights)]], weights)
         return out
 
+    def _shape_changed(self, call: Call, seg: int, outputs: dict, inputs: dict) -> None:
+        """Counted in ``stats().shape_changes``; the range computes at its next step (nothing was
+        kept to reuse); said once per apply."""
+        gen = call.generation
+        if gen is not None:
+            gen.shape_changes += 1
+        if not self.warned:
+            self.warned = True
+            a, b = self.segments[seg]
+            warnings.warn(f"cachekit: a stream changed shape inside the cached block range {self.columns[a]}.."
+                          f"{self.columns[b - 1]} at step {call.step} (in: {_shapes(inputs)}; out: {_shapes(outputs)}); "
+                          f"that range keeps nothing to reuse and is recomputed until its shapes hold "
+                          f"(counted in cachekit.stats(...).shape_changes)", stacklevel=2)
+
     def _end(self, call: Call, local: _SegmentCall, seg: int, outputs: dict) -> None:
         inputs, ctx = local.inputs.pop(seg), local.ctx.pop(seg)
         injected = local.injected.pop(seg, {})
@@ -136,8 +153,14 @@ class SegmentPath:
             else:  # a stream created or reshaped inside the segment: nothing reusable
                 res = None
                 break
+        if res is None:
+            self._shape_changed(call, seg, outputs, inputs)
         call.state.remember(seg, call.step, res, self.depth)
         self.method.observe(ctx, SegmentOutput(outputs, res, drift))
+
+
+def _shapes(streams: dict) -> str:
+    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in streams.items() if isinstance(v, torch.Tensor))
 
 
 def _note_injection(local: _SegmentCall, seg: int, inputs: dict) -> None:

@@ -207,8 +207,9 @@ class Session:
     def _scheduler_step(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         self.steps.tick()
         gen = self.gen
-        if self.steps.ticks == 1 and self.steps.clocked and not self.prefix_replayed:
+        if self.steps.ticks == 1 and self.steps.clocked and not self.prefix_replayed and not gen.alive_checked:
             guards.check_alive(gen, self.block_names, self.root)
+            gen.alive_checked = True
         result = original(*args, **kwargs)
         if self.steps.clocked and gen.num_steps is not None and self.steps.ticks >= gen.num_steps:
             gen.complete = True   # the last step of this pipeline call: nothing more will be reused
@@ -254,6 +255,12 @@ class Session:
             if pos.num_steps != self.gen.num_steps and pos.num_steps is not None:
                 self.method.check_num_steps(pos.num_steps)   # the pipeline's context told another length
                 self.gen.num_steps = pos.num_steps
+            gen = self.gen
+            if gen.calls and pos.step != gen.calls[0].step and not gen.alive_checked and not self.prefix_replayed:
+                # bare models too: the first step computed everything, so a column never computed
+                # in it was bypassed (a hooked module that does not run, a replaced forward)
+                guards.check_alive(gen, self.block_names, self.root)
+                gen.alive_checked = True
             check = self.reader.check if self.check_ranks and self.reader.group is not None else None
             self.call = self.gen.begin_call(pos.step, pos.branch, pos.leader, self.path.call_state(), check)
             return original(*args, **kwargs)

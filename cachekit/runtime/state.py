@@ -255,6 +255,8 @@ class Call:
         state: this branch's cache and the method's scratch.
         decisions: the leader's decision per segment / unit at this step, shared by the step's calls.
         computed: bool per plan column, filled as blocks / units run.
+        reused: bool per plan column, filled where the cache served it; a column neither computed
+            nor reused did not run in this call (the model skipped it) and is not counted.
         local: the path's per-call data (``Path.call_state()``).
         check: called with (step, k, branch, decision) after each leader decision (``check_ranks``).
     """
@@ -268,6 +270,8 @@ class Call:
     computed: np.ndarray
     local: Any = None
     check: Callable[[int, int, Hashable, bool], None] | None = None
+    reused: np.ndarray | None = None   # bool per plan column: served from the cache in this call
+    generation: Any = None              # the Generation this call belongs to
 
     def decide(self, k: int, ask: Callable[[], Any]) -> bool:
         """Compute segment/unit ``k`` at this call? The leader asks the method (once per step);
@@ -303,6 +307,8 @@ class Generation:
         self.clocked = False   # begun by a pipeline's set_timesteps: its end is known (``complete``)
         self.host_reads = self.collectives = 0   # decisions' reads of device statistics; all-reduces
         self.released_bytes: int | None = None
+        self.alive_checked = False   # every column was seen computed at the first step
+        self.shape_changes = 0       # segment runs recomputed: a stream changed shape inside them
 
     @property
     def open(self) -> bool:
@@ -324,7 +330,7 @@ class Generation:
         if leader:
             self._decisions = {}   # a new step: the leader decides afresh
         call = Call(step, self.num_steps, branch, leader, self.branch(branch), self._decisions,
-                    np.zeros(self.num_columns, dtype=bool), local, check)
+                    np.zeros(self.num_columns, dtype=bool), local, check, np.zeros(self.num_columns, dtype=bool), self)
         self.calls.append(call)
         return call
 

@@ -27,6 +27,10 @@ class CacheStats:
         cached_bytes: memory held at the end of the generation by its cache (with forecasting:
             every cached step kept), all CFG branches, and the method's own tensors; for a
             generation whose cache was released when it ended, what it held then.
+        skipped: (call, block or unit) pairs the model itself did not run (WanAnimate2 skips a
+            block in its unconditional call): neither computed nor reused, left out of the fraction.
+        shape_changes: block ranges recomputed because a stream changed shape inside them while
+            their cache was being filled (nothing reusable was kept; warned once per apply).
     """
 
     computed_fraction: float
@@ -38,6 +42,8 @@ class CacheStats:
     cached_bytes: int = 0
     host_reads: int = 0
     collectives: int = 0
+    skipped: int = 0
+    shape_changes: int = 0
 
     @property
     def num_calls(self) -> int:
@@ -48,8 +54,11 @@ class CacheStats:
         calls = gen.calls if gen is not None else []
         plan = (np.stack([c.computed for c in calls]) if calls
                 else np.zeros((0, len(block_names)), dtype=bool))
+        reused = (np.stack([c.reused if c.reused is not None else ~c.computed for c in calls]) if calls
+                  else np.zeros_like(plan))
+        ran = plan | reused   # a column the model skipped in a call (neither) is not counted
         return cls(
-            computed_fraction=float(plan.mean()) if plan.size else 1.0,
+            computed_fraction=float(plan.sum() / ran.sum()) if ran.any() else 1.0,
             plan=plan,
             steps=np.array([c.step for c in calls], dtype=np.int64),
             branches=tuple(c.branch for c in calls),
@@ -58,4 +67,6 @@ class CacheStats:
             cached_bytes=gen.cached_bytes() if gen is not None else 0,
             host_reads=gen.host_reads if gen is not None else 0,
             collectives=gen.collectives if gen is not None else 0,
+            skipped=int((~ran).sum()),
+            shape_changes=gen.shape_changes if gen is not None else 0,
         )

@@ -67,6 +67,7 @@ class UnitPath:
             key = _shape_key(args, kwargs)
             cached = branch.latest(u)
             if not compute and cached is not None and cached[0] == key:
+                call.reused[u] = True
                 return self._reused(call, branch, u)
             out = original(*args, **kwargs)
             if branch.history.get(u) and cached[0] != key:
@@ -92,6 +93,7 @@ class UnitPath:
             if not any(decisions) and keys.get(layer) == key:
                 x = binding.streams(args, kwargs)[main]
                 for j, u in enumerate(members):
+                    call.reused[u] = True
                     r = self._reused(call, branch, u)
                     # the first add makes a new tensor (the layer's input stays as it was); the
                     # others write into it: the same additions, one allocation per layer
@@ -113,14 +115,18 @@ class UnitPath:
         """A unit's output on a reuse step: the cached output, or its forecast."""
         hist = branch.history.get(u, ())   # (step, (input-shape key, output)), newest first
         latest = hist[0][1][1]
-        if not isinstance(latest, torch.Tensor):
+        parts = (latest,) if isinstance(latest, torch.Tensor) else latest
+        if not isinstance(parts, tuple) or not all(isinstance(t, torch.Tensor) for t in parts):
             return latest
         weights = self.method.reuse_weights(self._ctx(call, u), tuple(s for s, _ in hist))
         if tuple(weights) == (1.0,):
             return latest
-        terms = [out for _, (_, out) in hist[:len(weights)]]
-        # sum_i w_i H_i written as H_0 + (w_0 - 1) H_0 + sum_{i>0} w_i H_i: the fused reuse form
-        return reuse(latest, terms, [weights[0] - 1.0, *weights[1:]])
+        # sum_i w_i H_i written as H_0 + (w_0 - 1) H_0 + sum_{i>0} w_i H_i: the fused reuse form.
+        # A unit returning a tuple (joint attention: image and text outputs) is forecast per element.
+        hist = [(s, out if isinstance(out, tuple) else (out,)) for s, (_, out) in hist[:len(weights)]]
+        forecast = tuple(reuse(p, [out[j] for _, out in hist], [weights[0] - 1.0, *weights[1:]])
+                         for j, p in enumerate(parts))
+        return forecast[0] if isinstance(latest, torch.Tensor) else forecast
 
 
 def _additive_layers(blocks: list[Block], units: list[Unit]) -> dict[int, tuple[int, ...]]:
