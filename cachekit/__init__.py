@@ -7,7 +7,8 @@
 Offline plans: ``rec = cachekit.record(pipe, runs)`` then ``cachekit.planning.plan_bac(rec, ...)``.
 """
 
-from .adapters import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, register_layout, unregister_layout
+from .adapters import (BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, layout_source, propose_layout,
+                       register_layout, unregister_layout)
 from .api import AlreadyAppliedError, NotAppliedError, apply, record, remove, reset, stats
 from .config import CacheConfig, ConfigError
 from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig, ScheduleConfig
@@ -22,6 +23,7 @@ from .runtime.stats import CacheStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "propose_layout", "layout_source",
     "apply", "remove", "stats", "reset", "record", "register_layout", "unregister_layout",
     "CacheConfig", "EasyCacheConfig", "FixedIntervalConfig", "BACConfig", "BlockDriftConfig", "ERTACacheConfig", "ScheduleConfig",
     "ModelLayout", "BlockIO", "BlockUnits", "CacheStats", "Recording", "Recipe",

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
-from .adapters import find_units, resolve
-from .adapters.known import LAYOUTS
+from .adapters import find_units, qualname, resolve
+from .adapters.known import BLOCKS, LAYOUTS
 from .config import CacheConfig, ConfigError, method_for
 from .recipe import load_recipe, recipe_for_model
 from .runtime.guards import _human
@@ -62,7 +62,7 @@ PUBLISHED_CONFIGS: dict[str, dict[str, Any]] = {
 _TEXT_TOKENS = {"flux.1-dev": 512}
 
 # Per diffusers class: the block lists as (config key holding the block count, sub-block units per
-# block: 0 = each block is one unit), how CFG runs ("separate" forwards per branch, or "batched" in
+# block where the registered layout does not name them: 0 = each block is one unit), how CFG runs ("separate" forwards per branch, or "batched" in
 # one forward) and whether the published pipeline uses it by default (Flux and HunyuanVideo are
 # guidance-distilled). Units per block follow adapters.known.BLOCKS (Wan / LTX: attn1, attn2, FFN;
 # DiT: attn1, FFN, no cross-attention; PixArt: all three); tests check these against built models.
@@ -89,11 +89,14 @@ class BlockList:
             ("hidden_states", "encoder_hidden_states") for joint-attention blocks).
         units: sub-block units per block (``units=True``, BAC); 0 = each block is one unit, whose
             output holds every stream.
+        unit_outputs: what each unit's output holds (``BlockUnits.outputs``: (tokens, width
+            multiple) pairs); empty: every unit returns the main stream at the model's width.
     """
 
     blocks: int
     streams: tuple[str, ...] = ("hidden_states",)
     units: int = 0
+    unit_outputs: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,10 +233,19 @@ def shape_from_config(config: dict[str, Any], *, name: str | None = None, dtype:
     missing = [k for k in ("num_attention_heads", "attention_head_dim", *[k for k, _ in lists_spec]) if k not in config]
     if missing:
         raise ValueError(f"cachekit.estimate_cache_bytes: the {cls} config lacks {', '.join(missing)}")
-    lists = tuple(BlockList(int(config[key]), _streams(layout.io_for(i)), units)
+    # Units per block: the layout's own where it names them (Flux, SD3, Qwen-Image, CogVideoX,
+    # HunyuanVideo), else the count above (the block class's units, ``known.BLOCKS``).
+    lists = tuple(_block_list(int(config[key]), _streams(layout.io_for(i)), layout.units_for(i), units)
                   for i, (key, units) in enumerate(lists_spec))
     return ModelShape(name or cls, int(config["num_attention_heads"]) * int(config["attention_head_dim"]), lists,
                       dtype, cfg, cfg_default, text_tokens, cls)
+
+
+def _block_list(blocks: int, streams: tuple[str, ...], spec: Any, units: int) -> BlockList:
+    """A list whose blocks have ``spec``'s units (a ``BlockUnits``), else ``units`` units each."""
+    if spec is None:
+        return BlockList(blocks, streams, units)
+    return BlockList(blocks, streams, len(spec.units), spec.outputs or ())
 
 
 def _width(model: nn.Module, first_block: nn.Module) -> int | None:
@@ -263,7 +275,10 @@ def model_shape(target: Any, *, width: int | None = None, dtype: torch.dtype | N
         idx = [i for i, b in enumerate(blocks) if b.name.rsplit(".", 1)[0] == path]
         if idx:
             i = idx[0]
-            lists.append(BlockList(len(idx), _streams(blocks[i].io), 0 if whole[i] else per_block[i]))
+            spec = blocks[i].units or getattr(BLOCKS.get(qualname(blocks[i].module)), "units", None)
+            n = 0 if whole[i] else per_block[i]
+            lists.append(BlockList(len(idx), _streams(blocks[i].io), n,
+                                   spec.outputs if spec is not None and spec.outputs and n == len(spec.units) else ()))
     w = width or _width(model, blocks[0].module)
     if w is None:
         raise ValueError(f"cachekit.estimate_cache_bytes: cannot tell the width of {type(model).__name__}; pass width=")
@@ -355,7 +370,10 @@ def estimate_cache_bytes(target: Any, config: CacheConfig | str | Path | None = 
     low = (storage.dtype.itemsize if storage.dtype is not None and shape.dtype.is_floating_point
            and storage.dtype.itemsize < elem else elem)
 
-    def size(stream: int, nbytes: int = elem) -> int:
+    def size(stream: int | tuple[str, float], nbytes: int = elem) -> int:
+        if isinstance(stream, tuple):   # a unit's output: (tokens, width multiple)
+            n = {"main": tokens, "text": text, "main+text": tokens + text}[stream[0]]
+            return int(rows * n * shape.width * stream[1]) * nbytes
         return rows * (tokens if stream == 0 else text) * shape.width * nbytes
 
     slots, n_slots = _slots(shape, method)
@@ -372,11 +390,16 @@ def estimate_cache_bytes(target: Any, config: CacheConfig | str | Path | None = 
 
 
 def _slots(shape: ModelShape, method: Any) -> tuple[list[tuple[str, int, int]], int]:
-    """What the newest entries are, as (what, tensors per branch, stream index: 0 main, else text),
-    and the number of segments or units."""
-    out: list[tuple[str, int, int]] = []
+    """What the newest entries are, as (what, tensors per branch, stream index: 0 main, else text;
+    or a unit output's (tokens, width multiple)), and the number of segments or units."""
+    out: list[tuple[str, int, Any]] = []
     if method.granularity == "unit":
         for k, bl in enumerate(shape.lists):
+            if bl.units and bl.unit_outputs:
+                for o in sorted(set(bl.unit_outputs)):
+                    wide = f", {o[1]:g}x wide" if o[1] != 1 else ""
+                    out.append((f"unit outputs, list {k} ({o[0]}{wide})", bl.blocks * bl.unit_outputs.count(o), o))
+                continue
             kind = "unit outputs" if bl.units else "whole-block unit outputs"
             for s, stream in enumerate(bl.streams[:1] if bl.units else bl.streams):
                 out.append((f"{kind}, list {k} ({stream})", bl.blocks * max(bl.units, 1), s))

@@ -65,10 +65,14 @@ class BlockUnits:
             output exactly its main input plus its units' outputs added in order (torch's pre-norm
             ``TransformerDecoderLayer``: "norm_first"); the block is then skipped whole when all its
             units are reused. None: never.
+        outputs: what each unit's output holds, for memory estimates only: one (tokens, width
+            multiple) pair per unit, tokens "main", "text" or "main+text" (a joint sequence, or a
+            tuple of both streams). None: every unit returns the main stream at the model's width.
     """
 
     units: tuple[tuple[str, str], ...]
     additive: str | None = None
+    outputs: tuple[tuple[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         units = tuple(tuple(u) for u in self.units)
@@ -77,6 +81,13 @@ class BlockUnits:
         if any(kind == "block" for kind, _ in units):
             raise ValueError("BlockUnits: 'block' is reserved for blocks cached as one unit")
         object.__setattr__(self, "units", units)
+        if self.outputs is not None:
+            outs = tuple(tuple(o) for o in self.outputs)
+            if len(outs) != len(units) or any(len(o) != 2 or o[0] not in ("main", "text", "main+text")
+                                              or not isinstance(o[1], (int, float)) or o[1] <= 0 for o in outs):
+                raise ValueError(f"BlockUnits.outputs must be one (\"main\" | \"text\" | \"main+text\", width multiple > 0) "
+                                 f"pair per unit, got {self.outputs!r}")
+            object.__setattr__(self, "outputs", outs)
 
 
 @dataclass(frozen=True)

@@ -427,7 +427,9 @@ def layout_source(model_class: type | str, layout: ModelLayout) -> str:
     key = model_class if isinstance(model_class, str) else qualname(model_class)
     ios = ", ".join(_io_source(io) for io in layout.io)
     units = "None" if layout.units is None else "(" + ", ".join(
-        "None" if u is None else f"cachekit.BlockUnits({u.units!r})" for u in layout.units) + ",)"
+        "None" if u is None else f"cachekit.BlockUnits({u.units!r}"
+        + ("" if u.additive is None else f", additive={u.additive!r}")
+        + ("" if u.outputs is None else f", outputs={u.outputs!r}") + ")" for u in layout.units) + ",)"
     seg = "" if layout.segment_lists is None else f",\n    segment_lists={layout.segment_lists!r}"
     return (f"cachekit.register_layout({key!r}, cachekit.ModelLayout(\n    block_lists={layout.block_lists!r},\n"
             f"    io=({ios},),\n    timestep_arg={layout.timestep_arg!r},\n    units={units}{seg}))")

@@ -21,18 +21,31 @@ TEXT_FIRST = BlockIO(("hidden_states", "encoder_hidden_states"), ("encoder_hidde
 # CogVideoX / HunyuanVideo blocks: return (hidden_states, encoder_hidden_states).
 IMAGE_FIRST = BlockIO(("hidden_states", "encoder_hidden_states"), ("hidden_states", "encoder_hidden_states"))
 
+# Sub-block units of the MMDiT / joint blocks, as discovery finds them (``discover.py``; checked in
+# the sources): the joint attention (dual-stream: returns (image, text), forecast per element), the
+# image and text FFNs; Flux's single-stream blocks: the MLP up-projection (4x wide, on the joint
+# [text, image] sequence) and the attention. A unit that is None on a block (SD3's last block has no
+# text FFN) is skipped there. ``outputs`` sizes each unit's cache for ``estimate_cache_bytes``.
+_JOINT = (("self_attn", "attn"), ("ffn", "ff"), ("ffn_context", "ff_context"))
+_JOINT_OUT = (("main+text", 1), ("main", 1), ("text", 1))
+_SINGLE_MLP = BlockUnits((("ffn", "proj_mlp"), ("self_attn", "attn")), outputs=(("main+text", 4), ("main+text", 1)))
+_FLUX_UNITS = (BlockUnits(_JOINT, outputs=_JOINT_OUT), _SINGLE_MLP)
+
 LAYOUTS: dict[str, ModelLayout] = {
     _T + "dit_transformer_2d.DiTTransformer2DModel": ModelLayout(("transformer_blocks",), (SINGLE,)),
     _T + "pixart_transformer_2d.PixArtTransformer2DModel": ModelLayout(("transformer_blocks",), (SINGLE,)),
     _T + "transformer_flux.FluxTransformer2DModel":
-        ModelLayout(("transformer_blocks", "single_transformer_blocks"), (TEXT_FIRST,)),
-    _T + "transformer_sd3.SD3Transformer2DModel": ModelLayout(("transformer_blocks",), (TEXT_FIRST,)),
-    _T + "transformer_qwenimage.QwenImageTransformer2DModel": ModelLayout(("transformer_blocks",), (TEXT_FIRST,)),
+        ModelLayout(("transformer_blocks", "single_transformer_blocks"), (TEXT_FIRST,), units=_FLUX_UNITS),
+    _T + "transformer_sd3.SD3Transformer2DModel": ModelLayout(("transformer_blocks",), (TEXT_FIRST,), units=BlockUnits(_JOINT, outputs=_JOINT_OUT)),
+    _T + "transformer_qwenimage.QwenImageTransformer2DModel": ModelLayout(("transformer_blocks",), (TEXT_FIRST,), units=BlockUnits(
+        (("self_attn", "attn"), ("ffn", "img_mlp"), ("ffn_context", "txt_mlp")), outputs=_JOINT_OUT)),
     _T + "transformer_wan.WanTransformer3DModel": ModelLayout(("blocks",), (SINGLE,)),
-    _T + "cogvideox_transformer_3d.CogVideoXTransformer3DModel": ModelLayout(("transformer_blocks",), (IMAGE_FIRST,)),
+    # CogVideoX: one FFN on the joint [text, image] sequence, split after
+    _T + "cogvideox_transformer_3d.CogVideoXTransformer3DModel": ModelLayout(("transformer_blocks",), (IMAGE_FIRST,), units=BlockUnits(
+        (("self_attn", "attn1"), ("ffn", "ff")), outputs=(("main+text", 1), ("main+text", 1)))),
     _T + "transformer_ltx.LTXVideoTransformer3DModel": ModelLayout(("transformer_blocks",), (SINGLE,)),
     _T + "transformer_hunyuan_video.HunyuanVideoTransformer3DModel":
-        ModelLayout(("transformer_blocks", "single_transformer_blocks"), (IMAGE_FIRST,)),
+        ModelLayout(("transformer_blocks", "single_transformer_blocks"), (IMAGE_FIRST,), units=_FLUX_UNITS),
 }
 
 
