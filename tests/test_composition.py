@@ -176,7 +176,7 @@ def test_img2img_counts_the_steps_that_run():
     cachekit.remove(pipe)
     plan = {u: list(range(8)) for u in
             [f"transformer_blocks.{i}.{n}" for i in range(2) for n in ("self_attn", "ffn", "ffn_context")] +
-            [f"single_transformer_blocks.{i}.{n}" for i in range(2) for n in ("ffn", "self_attn")]}
+            [f"single_transformer_blocks.{i}.block" for i in range(2)]}
     cachekit.apply(pipe, cachekit.BACConfig(plan=plan, num_steps=8))
     with pytest.raises(cachekit.ConfigError, match="calibrated for 8 steps; this generation has 4"):
         gen(pipe, image=img, strength=0.5)

@@ -23,13 +23,12 @@ IMAGE_FIRST = BlockIO(("hidden_states", "encoder_hidden_states"), ("hidden_state
 
 # Sub-block units of the MMDiT / joint blocks, as discovery finds them (``discover.py``; checked in
 # the sources): the joint attention (dual-stream: returns (image, text), forecast per element), the
-# image and text FFNs; Flux's single-stream blocks: the MLP up-projection (4x wide, on the joint
-# [text, image] sequence) and the attention. A unit that is None on a block (SD3's last block has no
-# text FFN) is skipped there. ``outputs`` sizes each unit's cache for ``estimate_cache_bytes``.
+# image and text FFNs. A unit that is None on a block (SD3's last block has no text FFN) is skipped
+# there. ``outputs`` sizes each unit's cache for ``estimate_cache_bytes``. Single-stream blocks stay
+# one unit each (see diffusers_layouts.py: their MLP output is 4x wide).
 _JOINT = (("self_attn", "attn"), ("ffn", "ff"), ("ffn_context", "ff_context"))
 _JOINT_OUT = (("main+text", 1), ("main", 1), ("text", 1))
-_SINGLE_MLP = BlockUnits((("ffn", "proj_mlp"), ("self_attn", "attn")), outputs=(("main+text", 4), ("main+text", 1)))
-_FLUX_UNITS = (BlockUnits(_JOINT, outputs=_JOINT_OUT), _SINGLE_MLP)
+_FLUX_UNITS = (BlockUnits(_JOINT, outputs=_JOINT_OUT), None)
 
 LAYOUTS: dict[str, ModelLayout] = {
     _T + "dit_transformer_2d.DiTTransformer2DModel": ModelLayout(("transformer_blocks",), (SINGLE,)),
