@@ -17,9 +17,13 @@ from cachekit.adapters.registry import LAYOUTS  # noqa: E402
 
 INTRO = """# Supported model families
 
-Every transformer class of diffusers 0.42.1 that has a test configuration in diffusers' own
-tests has a registered layout; `tests/test_diffusers_zoo.py` runs each on that configuration and
-with every one-layer list made two layers, through the registered layout and again through
+Every transformer class of diffusers 0.42.1 (75 in `diffusers.models.transformers`) has a
+registered layout, but two that are not denoisers: DreamLite's `DreamLiteTransformer2DModel` (a
+spatial transformer inside its UNet, which is what a step calls) and MiniMax-Music3's RVQ depth
+decoder (autoregressive, no timestep). 58 classes are tested on diffusers' own test configuration
+(`tests/models/transformers`), 15 on a hand-made tiny one (`eval/handmade_diffusers_configs.py`: the
+14 with no test configuration there, and Cosmos 2, whose test configuration needs torchvision): `tests/test_diffusers_zoo.py` runs each on that
+configuration and with every one-layer list made two layers, through the registered layout and again through
 discovery alone (a subclass nobody registered): interval 1 bit-exact, interval 2 reuses and changes
 the output, `remove` exact, a second generation identical, the default (units + Taylor) reuses.
 A class not in this table (a new diffusers release, your own DiT) is found from its first call
@@ -54,7 +58,11 @@ counts and token counts at published sizes, not measurements):
 Caveats seen in the sources: WanAnimate2 skips block 9 in its unconditional call (counted in
 `stats().skipped`, never as reuse); GLM-Image keeps a per-layer KV cache that an image-conditioning
 "write" pass fills, so do not reuse blocks on such a pass; Flux2's KV-cache mode makes step 0 longer
-(reference tokens): the cache of a longer step is not reused for shorter ones.
+(reference tokens): the cache of a longer step is not reused for shorter ones. Flux3's
+`mode_blocks.image_cond` (reference images only) is not hooked: hooked blocks must run at the first
+step; Kandinsky 6 calls without audio are refused by unit-level methods for the same reason (its
+pipeline always passes audio). Qwen-Image 2.1's and SANA-WM's KV-cache modes: the "extract" call
+is step 0 (always computed); a block reused in a "capture" call would record no K/V.
 
 | class | units | block ranges | streams | sub-block units | tested on (diffusers test) |
 |---|---|---|---|---|---|
@@ -73,7 +81,9 @@ def main() -> None:
         import diffusers_zoo as Z
         tested: dict[str, list[str]] = {}
         for name in Z.names():
-            tested.setdefault(Z.entry(name)["class"], []).append(Z.entry(name)["source"].split("::")[0].split("/")[-1])
+            source = Z.entry(name)["source"]
+            tested.setdefault(Z.entry(name)["class"], []).append(
+                "hand-made" if source.startswith("handmade") else source.split("::")[0].split("/")[-1])
     except Exception:   # no test data beside the script
         tested = {}
     rows = []

@@ -18,7 +18,7 @@ import torch
 DATA = pathlib.Path(__file__).parent / "data" / "diffusers_configs.pt"
 _cache: dict = {}
 
-TIMESTEP_KEYS = ("timestep", "timesteps", "t", "vision_timesteps")
+TIMESTEP_KEYS = ("timestep", "timesteps", "t", "vision_timesteps", "bb_ca_time", "decoder_noise_time")
 
 
 def data() -> dict:

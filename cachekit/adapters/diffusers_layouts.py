@@ -157,13 +157,15 @@ LAYOUTS: dict[str, ModelLayout] = {
     # concatenated after them when given, and the text stream comes from txt_mode_blocks: no range across
     # lists carries the same streams, so block-range methods cache the single blocks. Both kinds of block
     # run attn and ff side by side on one modulated input and gate their sum: each unit is its branch.
+    # mode_blocks.image_cond runs only with reference images (image-to-image), so it is left uncached:
+    # hooked blocks that never run make text-to-image calls fail cachekit's composition guard.
     _T + 'transformer_flux3.Flux3Transformer2DModel': ModelLayout(
-        ('txt_mode_blocks', 'mode_blocks.image', 'mode_blocks.image_cond', 'single_transformer_blocks'),
-        (SINGLE, SINGLE, SINGLE, TEXT_FIRST), units=U(('self_attn', 'attn'), ('ffn', 'ff')),
-        segment_lists=('single_transformer_blocks',)),
+        ('txt_mode_blocks', 'mode_blocks.image', 'single_transformer_blocks'), (SINGLE, SINGLE, TEXT_FIRST),
+        units=U(('self_attn', 'attn'), ('ffn', 'ff')), segment_lists=('single_transformer_blocks',)),
     # Qwen-Image 2.1: one stream, the joint [text, condition images, target image] sequence (the model
-    # projects every position out). kv_cache_mode="cached" runs the target tokens only: the stream is
-    # shorter than at the "extract" step, and a reused block there would leave its layer's KV unwritten.
+    # projects every position out). kv_cache_mode="cached" runs the target tokens only, a shorter stream
+    # than at the "extract" step, which is step 0 (always computed, so every layer's prefix K/V is
+    # written); a residual is only reused at its own shape (checked: the default and interval 2 run).
     _T + 'transformer_qwenimage21.QwenImage21Transformer2DModel': ModelLayout(
         'transformer_blocks', SINGLE, units=U(('self_attn', 'attn'), ('ffn', 'img_mlp'))),
     # HunyuanImage 2.1: HunyuanVideo's layout (token refiner on the text first; double- then single-
@@ -181,8 +183,10 @@ LAYOUTS: dict[str, ModelLayout] = {
                U(('self_attn', 'self_attention'), ('cross_attn', 'cross_attention'), ('ffn', 'feed_forward'))),
         segment_lists=('visual_transformer_blocks',)),
     # Kandinsky 6: a video and an audio text encoder (stream x each), then fused blocks on (vis, aud),
-    # returned (vis, aud); aud is None without audio (the audio path is skipped). The fused block calls
-    # the submodules of video_dec_block / audio_dec_block itself (their forward never runs), in this order.
+    # returned (vis, aud). The fused block calls the submodules of video_dec_block / audio_dec_block
+    # itself (their forward never runs), in this order. Without audio_hidden_states (aud None) the audio
+    # units never run and unit-level methods refuse the call (composition guard); the pipeline
+    # (ti2va) always passes audio, and block-range methods run either way.
     _T + 'transformer_kandinsky6.Kandinsky6Transformer3DModel': ModelLayout(
         ('video_text_transformer_blocks', 'audio_text_transformer_blocks', 'visual_transformer_blocks'),
         (BlockIO(('x',)), BlockIO(('x',)), BlockIO(('vis', 'aud'), ('vis', 'aud'))),
@@ -213,8 +217,9 @@ LAYOUTS: dict[str, ModelLayout] = {
     # cross_attn is added ungated.
     _T + 'transformer_sana_wm.SanaWMTransformer3DModel': ModelLayout(
         'blocks', BlockIO(('x',)), units=U(('self_attn', 'attn'), ('cross_attn', 'cross_attn'), ('ffn', 'mlp'))),
-    # SANA-WM stage-2 refiner: LTX-2's video blocks only. Under a KV cache, "capture_*" modes record each
-    # layer's K/V as it runs: a reused block records nothing for that step.
+    # SANA-WM stage-2 refiner: LTX-2's video blocks only. The pipeline (sana_wm/refiner.py) also calls it
+    # at timestep 0 in the "capture_*" KV modes between denoising loops, where each layer records its K/V
+    # as it runs: a block reused in such a call records nothing.
     _T + 'transformer_sana_wm_refiner.SanaWMLTX2RefinerTransformer3DModel': ModelLayout(
         'transformer_blocks', SINGLE, units=U(('self_attn', 'attn1'), ('cross_attn', 'attn2'), ('ffn', 'ff'))),
     # Stable Audio Open: pre-norm blocks, residual branches added ungated.

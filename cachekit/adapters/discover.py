@@ -42,7 +42,7 @@ __all__ = ["observe", "propose_layout", "layout_from_observation", "layout_sourc
 _ATTN = re.compile(r"attn|attention", re.I)
 _FFN = re.compile(r"^(ff|ffn|mlp|feed_forward|feedforward|moe)(_|\d|$)|feedforward|mlp|ffn|moe|swiglu", re.I)
 _STREAM_NAMES = ("hidden_states", "x", "hidden", "h", "tgt", "src", "sample", "latents")
-_TIMESTEP_NAMES = ("timestep", "timesteps", "t", "vision_timesteps", "sigma")
+_TIMESTEP_NAMES = ("timestep", "timesteps", "t", "vision_timesteps", "sigma", "bb_ca_time", "decoder_noise_time")
 
 
 @dataclass
