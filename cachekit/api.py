@@ -9,13 +9,15 @@ from typing import Any, Callable, Iterable
 from . import methods as _methods  # noqa: F401  (registers the built-in methods)
 from torch import nn
 
-from .adapters import ModelLayout, NeedsDiscovery, UnsupportedModelError, find_model, find_units, model_fingerprint, resolve, segment_blocks
+from .adapters import (ModelLayout, NeedsDiscovery, UnsupportedModelError, denoiser_span, find_denoisers, find_model,
+                       find_units, model_fingerprint, resolve, segment_blocks)
 from .config import CacheConfig, ConfigError, method_for
 from .methods.base import CacheMethod
 from .recipe import load_recipe, recipe_for_model
 from .recording import DEFAULT_FEATURES, LEVELS, Recorder, Recording
 from .runtime.compile import compile_options
 from .runtime.deferred import Deferred
+from .runtime.denoisers import Denoisers
 from .runtime.session import SESSION_ATTR, Session
 from .runtime.state import HistoryStorage
 from .runtime.stats import CacheStats
@@ -61,10 +63,12 @@ def _resolve_config(config: CacheConfig | str | Path | None, model_class: str, q
 
 
 def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], layout: ModelLayout | None,
-             compile_opts: dict | None, **session_options: Any) -> Session:
+             compile_opts: dict | None, component: str | None = None, **session_options: Any) -> Session:
     """What ``apply`` and ``record`` share: check, resolve, bind the method, hook. ``method`` may be
-    a factory of the model class name (so a recipe is only looked up once the model is known)."""
-    model, _ = find_model(target)
+    a factory of the model class name (so a recipe is only looked up once the model is known).
+    ``component``: one denoiser of a pipeline that has several (``Denoisers``); its session is
+    set on the model only, and follows the pipeline's scheduler."""
+    model, _ = find_model(target, component)
     for obj in (target, model):
         if _session(obj) is not None:
             raise AlreadyAppliedError(f"cachekit.apply: {type(obj).__name__} already has cachekit hooks; "
@@ -75,7 +79,7 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     if not isinstance(method, CacheMethod):
         method = method(type(model).__name__)   # a bad config or recipe is refused here, before any hook
     try:
-        resolved = resolve(target, layout)
+        resolved = resolve(target, layout, component)
     except NeedsDiscovery:
         if not any(isinstance(m, (nn.ModuleList, nn.Sequential)) for m in model.modules()):
             raise UnsupportedModelError(
@@ -84,8 +88,10 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
         # No layout known for this class: found from the model's first call (runtime/deferred.py).
         pipe_or_target = target if target is not model else None
         scheduler = getattr(pipe_or_target, "scheduler", None) if pipe_or_target is not None else None
-        deferred = Deferred(model, [model] if target is model else [model, target], SESSION_ATTR,
-                            lambda found: _install(target, method, found, compile_opts, **session_options), scheduler)
+        owners = [model] if target is model or component is not None else [model, target]
+        deferred = Deferred(model, owners, SESSION_ATTR,
+                            lambda found: _install(target, method, found, compile_opts, component, **session_options),
+                            scheduler)
         deferred.install()
         return deferred
     for block in resolved.blocks:
@@ -94,13 +100,38 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     blocks = list(resolved.blocks) if method.granularity == "unit" else list(segment_blocks(resolved))
     units = find_units(blocks) if method.granularity == "unit" else None
     method.bind(model, tuple(u.name for u in units) if units else tuple(b.name for b in blocks))
+    span = denoiser_span(target, component) if component is not None else None
     session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units,
-                      pipeline=resolved.pipeline, **session_options)
-    session.install([model] if target is model else [model, target], compile_opts)
+                      pipeline=resolved.pipeline, span=span, **session_options)
+    session.install([model] if target is model or component is not None else [model, target], compile_opts)
     return session
 
 
-def apply(target: Any, config: CacheConfig | str | Path | None = None, *, quality: str | None = None,
+def _install_denoisers(pipe: Any, names: list[str], config: Any, quality: str | None, layout: ModelLayout | None,
+                       compile_opts: dict | None, **session_options: Any) -> Denoisers:
+    """Every denoiser of a pipeline that has several, each with its own session and config."""
+    if _session(pipe) is not None:
+        raise AlreadyAppliedError(f"cachekit.apply: {type(pipe).__name__} already has cachekit hooks; "
+                                  f"call cachekit.remove first")
+    configs = config if isinstance(config, dict) else {n: config for n in names}
+    unknown = sorted(set(configs) - set(names))
+    if unknown:
+        raise ConfigError(f"cachekit.apply: config names {', '.join(unknown)}, not denoisers of "
+                          f"{type(pipe).__name__} ({', '.join(names)})")
+    factories = {n: _method_factory(configs.get(n), quality) for n in names}
+    for n in names:   # a bad config is refused before any hook
+        factories[n](type(getattr(pipe, n)).__name__)
+    denoisers = Denoisers(pipe, SESSION_ATTR)
+    denoisers.install({n: (lambda n=n: _install(pipe, factories[n], layout, compile_opts, n, **session_options))
+                       for n in names})
+    return denoisers
+
+
+def _method_factory(config: Any, quality: str | None) -> Callable[[str], CacheMethod]:
+    return lambda model_class: method_for(_resolve_config(config, model_class, quality))
+
+
+def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *, quality: str | None = None,
           layout: ModelLayout | None = None, compile: bool | dict = False, max_cache_bytes: int | None = None,
           keep_cache: bool = False, check_ranks: bool | None = None,
           history: HistoryStorage | str | None = None) -> Any:
@@ -111,7 +142,10 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *, qualit
             list of transformer blocks.
         config: a config object (``EasyCacheConfig(...)``), a packaged recipe name (``"wan"``), a
             path to a recipe YAML, or None for the recipe registered for this model class (else
-            the default: the "balanced" preset).
+            the default: the "balanced" preset). A pipeline with several denoisers (Wan 2.2's
+            ``transformer`` and ``transformer_2``) gets one session per denoiser, each with this
+            config; or give a dict ``{"transformer": ..., "transformer_2": ...}`` (a name left out
+            gets the default); each denoiser counts steps from its own first step of a generation.
         quality: instead of ``config``, one of the calibration-free presets: "fast", "balanced"
             (the default), "high" (sub-block units with a Taylor forecast every 4th / 3rd / 2nd
             step; measured speed and PSNR in the README).
@@ -155,9 +189,16 @@ def apply(target: Any, config: CacheConfig | str | Path | None = None, *, qualit
     if check_ranks is None:
         check_ranks = os.environ.get("CACHEKIT_CHECK_RANKS", "") == "1"
     storage = HistoryStorage.parse(history)
-    _install(target, lambda model_class: method_for(_resolve_config(config, model_class, quality)), layout, compile_opts,
-             keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes, check_ranks=bool(check_ranks),
-             history=storage)
+    options = dict(keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes, check_ranks=bool(check_ranks),
+                   history=storage)
+    denoisers = [name for name, _ in find_denoisers(target)]
+    if len(denoisers) > 1:
+        _install_denoisers(target, denoisers, config, quality, layout, compile_opts, **options)
+        return target
+    if isinstance(config, dict):
+        raise ConfigError(f"cachekit.apply: a config per denoiser needs a pipeline with several denoisers; "
+                          f"{type(target).__name__} has {', '.join(denoisers) or 'one model'}")
+    _install(target, _method_factory(config, quality), layout, compile_opts, **options)
     return target
 
 
@@ -201,7 +242,7 @@ def _share_rank0(recorder: Recorder, model: Any) -> None:
 
 def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "units",
            max_features: int | None = None, seed: int = 0, layout: ModelLayout | None = None,
-           progress: Any = None) -> Recording:
+           progress: Any = None, denoiser: str | None = None) -> Recording:
     """Run each callable with full compute and record what the blocks produced, for offline plans.
 
     Every block (``level="stack"``: the stack's residual per step and CFG branch) or every
@@ -217,14 +258,24 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
         level: "units" or "stack".
         seed: seed of the element subsets.
         progress: an object with ``update(1)`` called after each run (a tqdm bar).
+        denoiser: for a pipeline with several denoisers (Wan 2.2), the one to record
+            ("transformer" or "transformer_2"); its steps are counted from its own first step, so
+            a plan made from the recording is given to that denoiser (``apply(pipe, {name: plan})``).
     """
+    names = [name for name, _ in find_denoisers(target)]
+    if denoiser is not None and denoiser not in names:
+        raise ValueError(f"cachekit.record: denoiser {denoiser!r} is not one of {type(target).__name__}'s "
+                         f"({', '.join(names) or 'none: pass the pipeline'})")
+    if denoiser is None and len(names) > 1:
+        raise ValueError(f"cachekit.record: {type(target).__name__} runs {len(names)} denoisers ({', '.join(names)}); "
+                         f"record one at a time with denoiser=")
     if level not in LEVELS:
         raise ValueError(f"cachekit.record: level must be one of {', '.join(LEVELS)}, got {level!r}")
     n = DEFAULT_FEATURES[level] if max_features is None else max_features
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"cachekit.record: max_features must be an int >= 1, got {max_features!r}")
     recorder = Recorder(level, n, seed)
-    session = _install(target, recorder, layout, None)
+    session = _install(target, recorder, layout, None, denoiser if len(names) > 1 else None)
     try:
         for run in runs:
             run()

@@ -371,6 +371,22 @@ _BUILDERS = {
 }
 
 
+def build_wan22(seed: int = 0, boundary_ratio: float = 0.75):
+    """Wan 2.2's two-expert layout: ``transformer`` for timesteps >= boundary_ratio * 1000,
+    ``transformer_2`` (another random model of the same config) for the rest. With the tiny
+    pipeline's shift-3 flow schedule and 8 steps, 0.75 splits them 4 + 4."""
+    torch.manual_seed(seed)
+    pipe = _build_wan()
+    second = _build_wan().transformer
+    pipe = type(pipe)(tokenizer=None, text_encoder=None, vae=None, scheduler=pipe.scheduler,
+                      transformer=pipe.transformer, transformer_2=second, boundary_ratio=boundary_ratio)
+    for component in (pipe.transformer, pipe.transformer_2):
+        component.eval()
+        component.requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _check_family(family: str) -> None:
     if family not in _BUILDERS:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")

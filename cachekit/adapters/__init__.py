@@ -10,8 +10,9 @@ block is one unit.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -21,7 +22,7 @@ from .known import BLOCKS
 from .registry import is_registered, layout_for, register_layout, unregister_layout
 
 __all__ = ["BlockIO", "BlockUnits", "ModelLayout", "UnsupportedModelError", "Block", "Resolved", "resolve",
-           "find_model", "qualname", "Unit", "find_units", "segment_blocks", "model_fingerprint", "register_layout",
+           "find_model", "find_denoisers", "denoiser_span", "qualname", "Unit", "find_units", "segment_blocks", "model_fingerprint", "register_layout",
            "unregister_layout", "NeedsDiscovery", "propose_layout", "layout_source"]
 
 
@@ -76,14 +77,47 @@ def _denoiser(module: nn.Module) -> nn.Module:
     return module
 
 
-def find_model(target: Any) -> tuple[nn.Module, Any]:
-    """(model, pipeline or None). A pipeline's model is its ``transformer`` component, else the
-    one component with a registered layout. A module's model: see ``_denoiser``."""
+_DENOISER_NAME = re.compile(r"^transformer(_\d+)?$")
+
+
+def find_denoisers(target: Any) -> list[tuple[str, nn.Module]]:
+    """A pipeline's denoisers, in the order its components list them: ``transformer`` and any
+    ``transformer_2``, ``transformer_3``, ... that is a module (Wan 2.2's low-noise expert); empty
+    for a module or a pipeline without them."""
+    if isinstance(target, nn.Module) or not _is_pipeline(target):
+        return []
+    return [(k, v) for k, v in target.components.items() if _DENOISER_NAME.match(k) and isinstance(v, nn.Module)]
+
+
+def denoiser_span(pipe: Any, name: str) -> Callable[[int], int | None]:
+    """How many steps of a generation the denoiser ``name`` of ``pipe`` runs, from the step of its
+    first call: Wan 2.2's pipelines give ``transformer`` the timesteps >= ``boundary_ratio *
+    num_train_timesteps`` and ``transformer_2`` the rest; otherwise unknown (None: to the end)."""
+
+    def span(first_step: int) -> int | None:
+        ratio = getattr(getattr(pipe, "config", None), "boundary_ratio", None)
+        scheduler = getattr(pipe, "scheduler", None)
+        timesteps = getattr(scheduler, "timesteps", None)
+        train = getattr(getattr(scheduler, "config", None), "num_train_timesteps", None)
+        if ratio is None or timesteps is None or train is None or name not in ("transformer", "transformer_2"):
+            return None
+        high = int((timesteps >= ratio * train).sum())
+        return high if name == "transformer" else len(timesteps) - high
+
+    return span
+
+
+def find_model(target: Any, component: str | None = None) -> tuple[nn.Module, Any]:
+    """(model, pipeline or None). A pipeline's model is ``component`` when given, else its
+    ``transformer`` component, else the one component with a registered layout. A module's model:
+    see ``_denoiser``."""
     if isinstance(target, nn.Module):
         return _denoiser(target), None
     if not _is_pipeline(target):
         raise UnsupportedModelError(
             f"cachekit.apply needs a diffusers pipeline or a torch.nn.Module, got {type(target).__name__}")
+    if component is not None:
+        return getattr(target, component), target
     transformer = getattr(target, "transformer", None)
     if isinstance(transformer, nn.Module):
         return transformer, target
@@ -130,8 +164,8 @@ def _known_block_layout(model: nn.Module) -> ModelLayout | None:
     return ModelLayout((name,), (known,), "timestep" if "timestep" in params else None)
 
 
-def resolve(target: Any, layout: ModelLayout | None = None) -> Resolved:
-    model, pipe = find_model(target)
+def resolve(target: Any, layout: ModelLayout | None = None, component: str | None = None) -> Resolved:
+    model, pipe = find_model(target, component)
     layout = layout or layout_for(model) or _known_block_layout(model)
     if layout is None:
         name = type(model).__name__

@@ -93,7 +93,7 @@ class SegmentPath:
 
     def _begin(self, call: Call, local: _SegmentCall, seg: int, inputs: dict) -> dict | None:
         """Decide for this segment; return the reused output streams, or None to compute."""
-        ctx = SegmentContext(call.step, call.num_steps, seg, call.branch, call.leader, call.state.scratch, inputs,
+        ctx = SegmentContext(call.method_step, call.method_num_steps, seg, call.branch, call.leader, call.state.scratch, inputs,
                              self.reader)
         compute = call.decide(seg, lambda: self.method.decide(ctx))
         cached = call.state.latest(seg)
@@ -155,7 +155,7 @@ class SegmentPath:
                 break
         if res is None:
             self._shape_changed(call, seg, outputs, inputs)
-        call.state.remember(seg, call.step, res, self.depth)
+        call.state.remember(seg, call.method_step, res, self.depth)
         self.method.observe(ctx, SegmentOutput(outputs, res, drift))
 
 

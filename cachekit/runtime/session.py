@@ -54,11 +54,15 @@ class Session:
     def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[Block], timestep_arg: str | None,
                  scheduler: Any = None, units: list[Unit] | None = None, *, pipeline: Any = None,
                  keep_cache: bool = False, max_cache_bytes: int | None = None, check_ranks: bool = False,
-                 history: HistoryStorage | None = None) -> None:
+                 history: HistoryStorage | None = None, span: Callable[[int], int | None] | None = None) -> None:
         """``units`` (sub-block methods only): they replace the blocks as the plan's columns and
         as the places hooked. ``pipeline``: its ``scheduler`` attribute is followed if replaced.
-        ``history``: where forecast history older than the newest entry is kept."""
+        ``history``: where forecast history older than the newest entry is kept. ``span``: this
+        model is one of several denoisers of the pipeline and may run only part of a generation;
+        called with the step of its first call, it returns how many steps it will run (None:
+        to the end); the method then counts steps from that first call (``Generation.offset``)."""
         self.method, self.root, self.scheduler, self.pipeline = method, root, scheduler, pipeline
+        self.span = span
         depth = method.history_depth   # cached steps kept per segment/unit (forecasting)
         self.reader = StatsReader()    # decisions' host reads; global under context parallelism
         self.check_ranks = check_ranks
@@ -158,7 +162,8 @@ class Session:
         if self.gen is not None and self.gen.calls:
             self.gen.release()
             self.previous = self.gen
-        self.method.check_num_steps(num_steps)
+        if self.span is None:   # a partial denoiser's length is checked at its first call
+            self.method.check_num_steps(num_steps)
         self.gen = self._generation(num_steps)
 
     def reset(self, num_steps: int | None = None) -> None:
@@ -200,19 +205,26 @@ class Session:
         result = original(*args, **kwargs)
         if self.gen is not None and not self.gen.calls:   # img2img / inpaint: the loop starts later
             num_steps = self._scheduler_length()
-            self.method.check_num_steps(num_steps)
+            if self.span is None:
+                self.method.check_num_steps(num_steps)
             self.gen.num_steps = self.steps.num_steps = num_steps
         return result
 
     def _scheduler_step(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         self.steps.tick()
         gen = self.gen
-        if self.steps.ticks == 1 and self.steps.clocked and not self.prefix_replayed and not gen.alive_checked:
+        # the first step this model runs has ended (step 0; a partial denoiser's first own step)
+        first = gen.calls[0].step if gen.calls else (None if self.span is not None else 0)
+        if (first is not None and self.steps.ticks == first + 1 and self.steps.clocked and not self.prefix_replayed
+                and not gen.alive_checked):
             guards.check_alive(gen, self.block_names, self.root)
             gen.alive_checked = True
         result = original(*args, **kwargs)
-        if self.steps.clocked and gen.num_steps is not None and self.steps.ticks >= gen.num_steps:
-            gen.complete = True   # the last step of this pipeline call: nothing more will be reused
+        # the last step of this pipeline call, or of this denoiser's part of it (Wan 2.2's first
+        # expert: its cache is not held while the second one runs): nothing more will be reused
+        part_done = gen.calls and gen.span is not None and self.steps.ticks >= gen.offset + gen.span
+        if self.steps.clocked and gen.num_steps is not None and (self.steps.ticks >= gen.num_steps or part_done):
+            gen.complete = True
             if not self.keep_cache:
                 gen.release()
         return result
@@ -253,9 +265,16 @@ class Session:
             if pos.new_generation:
                 self._new_generation(self.gen.num_steps)
             if pos.num_steps != self.gen.num_steps and pos.num_steps is not None:
-                self.method.check_num_steps(pos.num_steps)   # the pipeline's context told another length
+                if self.span is None:
+                    self.method.check_num_steps(pos.num_steps)   # the pipeline's context told another length
                 self.gen.num_steps = pos.num_steps
             gen = self.gen
+            if self.span is not None and not gen.calls:   # a partial denoiser's first call of a generation
+                span = self.span(pos.step)
+                gen.offset = pos.step
+                gen.span = span if span is not None else (
+                    gen.num_steps - pos.step if gen.num_steps is not None else None)
+                self.method.check_num_steps(gen.span)
             if gen.calls and pos.step != gen.calls[0].step and not gen.alive_checked and not self.prefix_replayed:
                 # bare models too: the first step computed everything, so a column never computed
                 # in it was bypassed (a hooked module that does not run, a replaced forward)

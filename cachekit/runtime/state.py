@@ -273,6 +273,19 @@ class Call:
     reused: np.ndarray | None = None   # bool per plan column: served from the cache in this call
     generation: Any = None              # the Generation this call belongs to
 
+    @property
+    def method_step(self) -> int:
+        """The step as the method counts it: from this denoiser's first step in the generation."""
+        return self.step - (self.generation.offset if self.generation is not None else 0)
+
+    @property
+    def method_num_steps(self) -> int | None:
+        """The steps this denoiser runs in the generation, as far as known."""
+        gen = self.generation
+        if gen is None or (gen.offset == 0 and gen.span is None):
+            return self.num_steps
+        return gen.span
+
     def decide(self, k: int, ask: Callable[[], Any]) -> bool:
         """Compute segment/unit ``k`` at this call? The leader asks the method (once per step);
         followers copy its answer, and compute what the leader never decided."""
@@ -309,6 +322,11 @@ class Generation:
         self.released_bytes: int | None = None
         self.alive_checked = False   # every column was seen computed at the first step
         self.shape_changes = 0       # segment runs recomputed: a stream changed shape inside them
+        # A denoiser that runs part of a generation (Wan 2.2's experts): its methods count steps from
+        # its own first step (``offset``) over its own ``span`` of steps (warm-up, final steps and
+        # calibrated plans apply to the part it runs); stats keep the pipeline's step numbers.
+        self.offset = 0
+        self.span: int | None = None
 
     @property
     def open(self) -> bool:

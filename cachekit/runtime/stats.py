@@ -31,6 +31,10 @@ class CacheStats:
             block in its unconditional call): neither computed nor reused, left out of the fraction.
         shape_changes: block ranges recomputed because a stream changed shape inside them while
             their cache was being filled (nothing reusable was kept; warned once per apply).
+        denoisers: for a pipeline with several denoisers (Wan 2.2: ``transformer`` and
+            ``transformer_2``), each one's stats by component name; the fields above then cover
+            all of them (the fraction over every block evaluation of the generation; plan rows in
+            step order; columns prefixed "name:" where the denoisers' columns differ). Else None.
     """
 
     computed_fraction: float
@@ -44,6 +48,7 @@ class CacheStats:
     collectives: int = 0
     skipped: int = 0
     shape_changes: int = 0
+    denoisers: dict[str, "CacheStats"] | None = None
 
     @property
     def num_calls(self) -> int:
@@ -69,4 +74,41 @@ class CacheStats:
             collectives=gen.collectives if gen is not None else 0,
             skipped=int((~ran).sum()),
             shape_changes=gen.shape_changes if gen is not None else 0,
+        )
+
+    @classmethod
+    def combine(cls, named: dict[str, "CacheStats"]) -> "CacheStats":
+        """One generation run by several denoisers: their calls in step order (stable: a step's
+        calls in the order of ``named``), counts summed."""
+        items = list(named.items())
+        same = len({s.block_names for _, s in items}) == 1
+        if same:
+            names = items[0][1].block_names
+        else:
+            names = tuple(f"{k}:{b}" for k, s in items for b in s.block_names)
+        rows, ran_total, computed_total = [], 0, 0
+        offset = 0
+        for order, (k, s) in enumerate(items):
+            for i in range(s.num_calls):
+                row = s.plan[i] if same else np.concatenate(
+                    [np.zeros(offset, bool), s.plan[i], np.zeros(len(names) - offset - len(s.block_names), bool)])
+                rows.append((int(s.steps[i]), order, i, row, s.branches[i]))
+            ran = s.plan.size - s.skipped
+            ran_total += ran
+            computed_total += int(s.plan.sum())
+            offset += len(s.block_names)
+        rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        return cls(
+            computed_fraction=computed_total / ran_total if ran_total else 1.0,
+            plan=np.stack([r[3] for r in rows]) if rows else np.zeros((0, len(names)), dtype=bool),
+            steps=np.array([r[0] for r in rows], dtype=np.int64),
+            branches=tuple(r[4] for r in rows),
+            num_steps=max((s.num_steps for _, s in items if s.num_steps is not None), default=None),
+            block_names=names,
+            cached_bytes=sum(s.cached_bytes for _, s in items),
+            host_reads=sum(s.host_reads for _, s in items),
+            collectives=sum(s.collectives for _, s in items),
+            skipped=sum(s.skipped for _, s in items),
+            shape_changes=sum(s.shape_changes for _, s in items),
+            denoisers=dict(named),
         )

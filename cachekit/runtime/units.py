@@ -52,7 +52,7 @@ class UnitPath:
         return hooks
 
     def _ctx(self, call: Call, u: int) -> StepContext:
-        return StepContext(call.step, call.num_steps, u, call.branch, call.leader, call.state.scratch)
+        return StepContext(call.method_step, call.method_num_steps, u, call.branch, call.leader, call.state.scratch)
 
     def _unit_impl(self, u: int) -> Callable:
         """A sub-block unit: compute and cache its output, or return the cached output."""
@@ -72,7 +72,7 @@ class UnitPath:
             out = original(*args, **kwargs)
             if branch.history.get(u) and cached[0] != key:
                 branch.history[u] = []   # other input shapes: older outputs cannot forecast this one
-            branch.remember(u, call.step, (key, _detach(out)), self.depth)
+            branch.remember(u, call.method_step, (key, _detach(out)), self.depth)
             call.computed[u] = True
             self.method.observe_unit(self._ctx(call, u), out)
             return out

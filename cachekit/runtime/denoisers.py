@@ -1,0 +1,55 @@
+"""A pipeline that runs several denoisers (Wan 2.2: ``transformer`` for the high-noise steps,
+``transformer_2`` for the low-noise ones): one session per denoiser, each with its own hooks,
+state and config, all following the pipeline's one scheduler; this object stands on the pipeline
+for ``stats`` (combined, and per denoiser in ``CacheStats.denoisers``), ``reset`` and ``remove``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .patches import InstancePatches
+from .stats import CacheStats
+
+__all__ = ["Denoisers"]
+
+
+class Denoisers:
+    def __init__(self, pipeline: Any, attr: str) -> None:
+        self.pipeline, self.attr = pipeline, attr
+        self.sessions: dict[str, Any] = {}   # component name -> Session (or Deferred until its first call)
+        self._patches = InstancePatches()
+
+    def install(self, installs: dict[str, Any]) -> None:
+        """``installs``: component name -> a callable installing that denoiser's session (in order).
+        On any failure every session installed so far is removed and the error re-raised."""
+        try:
+            for name, install in installs.items():
+                self.sessions[name] = install()
+            self._patches.set(self.pipeline, self.attr, self)
+        except BaseException:
+            self.uninstall()
+            raise
+
+    def uninstall(self) -> None:
+        # the sessions wrapped the one scheduler in order: unwrap in reverse
+        for session in reversed(list(self.sessions.values())):
+            session.current().uninstall()
+        self.sessions = {}
+        self._patches.undo()
+
+    def current(self) -> "Denoisers":
+        return self
+
+    def stats(self) -> CacheStats:
+        named = {}
+        for name, session in self.sessions.items():
+            current = session.current()
+            if current is session and not hasattr(current, "gen"):   # discovery pending: never called
+                continue
+            named[name] = current.stats()
+        return CacheStats.combine(named)
+
+    def reset(self, num_steps: int | None = None) -> None:
+        for session in self.sessions.values():
+            session.current().reset(num_steps)
