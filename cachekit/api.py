@@ -12,12 +12,14 @@ from torch import nn
 from .adapters import (ModelLayout, NeedsDiscovery, UnsupportedModelError, denoiser_span, find_denoisers, find_model,
                        find_units, model_fingerprint, resolve, segment_blocks)
 from .config import CacheConfig, ConfigError, method_for
+from .fitting import fallback_chain
 from .methods.base import CacheMethod
 from .recipe import load_recipe, recipe_for_model
 from .recording import DEFAULT_FEATURES, LEVELS, Recorder, Recording
 from .runtime.compile import compile_options
 from .runtime.deferred import Deferred
 from .runtime.denoisers import Denoisers
+from .runtime.guards import _human
 from .runtime.session import SESSION_ATTR, Session
 from .runtime.state import HistoryStorage
 from .runtime.stats import CacheStats
@@ -69,7 +71,7 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     ``component``: one denoiser of a pipeline that has several (``Denoisers``); its session is
     set on the model only, and follows the pipeline's scheduler."""
     model, _ = find_model(target, component)
-    for obj in (target, model):
+    for obj in (model,) if component is not None else (target, model):   # a pipeline's Denoisers: checked there
         if _session(obj) is not None:
             raise AlreadyAppliedError(f"cachekit.apply: {type(obj).__name__} already has cachekit hooks; "
                                       f"call cachekit.remove first")
@@ -118,17 +120,64 @@ def _install_denoisers(pipe: Any, names: list[str], config: Any, quality: str | 
     if unknown:
         raise ConfigError(f"cachekit.apply: config names {', '.join(unknown)}, not denoisers of "
                           f"{type(pipe).__name__} ({', '.join(names)})")
-    factories = {n: _method_factory(configs.get(n), quality) for n in names}
     for n in names:   # a bad config is refused before any hook
-        factories[n](type(getattr(pipe, n)).__name__)
+        _method_factory(configs.get(n), quality)(type(getattr(pipe, n)).__name__)
     denoisers = Denoisers(pipe, SESSION_ATTR)
-    denoisers.install({n: (lambda n=n: _install(pipe, factories[n], layout, compile_opts, n, **session_options))
+    denoisers.install({n: (lambda n=n: _install_any(pipe, configs.get(n), quality, layout, compile_opts, n,
+                                                    **session_options))
                        for n in names})
     return denoisers
 
 
 def _method_factory(config: Any, quality: str | None) -> Callable[[str], CacheMethod]:
     return lambda model_class: method_for(_resolve_config(config, model_class, quality))
+
+
+def _install_any(target: Any, config: Any, quality: str | None, layout: ModelLayout | None,
+                 compile_opts: dict | None, component: str | None = None, **options: Any) -> Session:
+    """An explicit config as given; the default (no config, or a quality preset) fitted to memory."""
+    if config is not None and quality is None:
+        return _install(target, _method_factory(config, quality), layout, compile_opts, component, **options)
+    model, _ = find_model(target, component)
+    chain = fallback_chain(_resolve_config(config, type(model).__name__, quality), options.pop("history"))
+
+    found = [layout]   # a layout discovery finds at the first call serves the cheaper configs too
+
+    def install(i: int, note: str | None) -> Session:
+        def finish(session: Session) -> Session:
+            if i + 1 < len(chain):
+                session.refit = lambda old: refit(i, old)
+            if i:
+                session.rebest = rebest
+            session.fit_note = note
+            return session
+
+        session = _install(target, method_for(chain[i][1]), found[0], compile_opts, component,
+                           history=chain[i][2], **options)
+        if isinstance(session, Deferred):
+            inner = session._install
+
+            def discovered(new_layout: ModelLayout) -> Session:
+                found[0] = new_layout
+                return finish(inner(new_layout))
+
+            session._install = discovered
+            return session
+        return finish(session)
+
+    def refit(i: int, old: Session) -> Session:
+        needed, over = old.budget.refused
+        old.uninstall()
+        note = (f"{chain[i + 1][0]} (the default, {chain[0][0]}, would cache about {_human(needed)}, over {over}; "
+                f"{chain[i][0]} did not fit either)" if i else
+                f"{chain[1][0]} (the default, {chain[0][0]}, would cache about {_human(needed)}, over {over})")
+        return install(i + 1, note)   # the session warns once, with the one that ran
+
+    def rebest(old: Session) -> Session:
+        old.uninstall()
+        return install(0, None)
+
+    return install(0, None)
 
 
 def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *, quality: str | None = None,
@@ -163,7 +212,11 @@ def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *,
             whose cache would hold more: projected from the first cached tensor of each CFG branch,
             before it is kept. Without it, a CUDA generation whose cached history alone would not
             fit in what the device can still give is refused the same way (the line names the
-            cheaper options); ``cachekit.estimate_cache_bytes`` tells the size before a run.
+            cheaper options); ``cachekit.estimate_cache_bytes`` tells the size before a run. The
+            default (no config, or a ``quality`` preset) is refused only when even plain stack-level
+            reuse would not fit: it runs the best
+            configuration of ``cachekit.fitting.fallback_chain`` that fits, warns once, and records
+            it in ``stats().chosen``.
         keep_cache: keep a pipeline generation's cached tensors after its last step (default: freed
             when the scheduler's last step returns; ``stats`` reports what they held).
         check_ranks: under context parallelism, all-gather every decision and raise
@@ -198,7 +251,7 @@ def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *,
     if isinstance(config, dict):
         raise ConfigError(f"cachekit.apply: a config per denoiser needs a pipeline with several denoisers; "
                           f"{type(target).__name__} has {', '.join(denoisers) or 'one model'}")
-    _install(target, _method_factory(config, quality), layout, compile_opts, **options)
+    _install_any(target, config, quality, layout, compile_opts, **options)
     return target
 
 

@@ -35,14 +35,14 @@ def run(family: str, pipe) -> torch.Tensor:
         return output_tensor(family, pipe(**call_kwargs(family, pipe, steps=STEPS)))
 
 
-def single_process(family: str, name: str) -> dict:
-    """The reference: one process, no parallelism."""
+def single_process(family: str, name: str, bare: bool = False) -> dict:
+    """The reference: one process, no parallelism (``bare``: applied to the transformer alone)."""
     import cachekit
 
     pipe = build(family)
-    cachekit.apply(pipe, configs()[name])
+    cachekit.apply(pipe.transformer if bare else pipe, configs()[name])
     out = run(family, pipe)
-    s = cachekit.stats(pipe)
+    s = cachekit.stats(pipe.transformer if bare else pipe)
     return {"plan": s.plan, "out": out, "host_reads": s.host_reads, "collectives": s.collectives}
 
 
@@ -81,18 +81,21 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list, mode: st
                 from cachekit.runtime import parallel as P
 
                 P.StatsReader.__call__ = lambda self, means, n: means.tolist()
-            if order == "apply_first":
-                cachekit.apply(pipe, configs()[name], check_ranks=mode == "check")
+            # "bare_*": applied to the transformer alone (no scheduler: its first generation begins
+            # at apply, and only the model's own calls tell steps)
+            target = pipe.transformer if order.startswith("bare_") else pipe
+            if order.endswith("apply_first"):
+                cachekit.apply(target, configs()[name], check_ranks=mode == "check")
                 parallel()
             else:
                 parallel()
-                cachekit.apply(pipe, configs()[name], check_ranks=mode == "check")
+                cachekit.apply(target, configs()[name], check_ranks=mode == "check")
             try:
                 row["out"] = run(family, pipe)
             except cachekit.RankMismatchError as e:
                 row["error"] = str(e)
         if "bac" not in row:
-            s = cachekit.stats(pipe)
+            s = cachekit.stats(pipe.transformer if order.startswith("bare_") else pipe)
             row.update(plan=s.plan, host_reads=s.host_reads, collectives=s.collectives)
         results.append(row)
     (Path(out_dir) / f"rank{rank}.pkl").write_bytes(pickle.dumps(results))

@@ -52,6 +52,18 @@ def test_context_parallel_decisions_equal_the_single_process_ones(tmp_path, sing
         assert a["plan"].mean() < 1.0, a["case"]   # something was reused
 
 
+@pytest.mark.parametrize("name", ["easycache", "block_drift"])
+def test_a_bare_transformer_in_either_order(tmp_path, name):
+    """Applied to the transformer alone, before or after enable_parallelism: the decisions read
+    global statistics (collectives > 0), equal the single-process ones, and nothing hangs."""
+    ref = W.single_process("flux", name, bare=True)
+    r0, r1 = spawn(tmp_path, [("flux", name, o) for o in ("bare_apply_first", "bare_parallel_first")], "context")
+    for a, b in zip(r0, r1):
+        assert (a["plan"] == b["plan"]).all() and (a["plan"] == ref["plan"]).all(), a["case"]
+        assert a["collectives"] == b["collectives"] == a["host_reads"] == ref["host_reads"] > 0, a["case"]
+        assert a["plan"].mean() < 1.0 and float((a["out"] - ref["out"]).norm() / ref["out"].norm()) < 1e-4
+
+
 def test_data_parallel_uneven_work_issues_no_collective(tmp_path, single):
     r0, r1 = spawn(tmp_path, [("flux", "easycache", "-")], "data")   # rank 1 runs two generations, rank 0 one
     for r in (r0[0], r1[0]):

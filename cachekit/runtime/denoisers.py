@@ -33,6 +33,7 @@ class Denoisers:
 
     def uninstall(self) -> None:
         # the sessions wrapped the one scheduler in order: unwrap in reverse
+        self._follow()
         for session in reversed(list(self.sessions.values())):
             session.current().uninstall()
         self.sessions = {}
@@ -41,7 +42,13 @@ class Denoisers:
     def current(self) -> "Denoisers":
         return self
 
+    def _follow(self) -> None:
+        """A denoiser's session replaced by another (the default's fitting): keep the newest."""
+        for name, session in self.sessions.items():
+            self.sessions[name] = session.current()
+
     def stats(self) -> CacheStats:
+        self._follow()
         named = {}
         for name, session in self.sessions.items():
             current = session.current()

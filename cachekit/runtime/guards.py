@@ -179,6 +179,7 @@ class Budget:
                  units: bool = False) -> None:
         self.limit, self.slots, self.depth, self.storage, self.units = limit, slots, depth, storage, units
         self.checked: set = set()
+        self.refused: tuple[int, str] | None = None   # (projected bytes, what it was over) at a refusal
 
     def new_generation(self) -> None:
         self.checked = set()
@@ -206,6 +207,7 @@ class Budget:
         elif in_host and (free_host := host_free_bytes()) is not None and in_host > free_host:
             over = f"the {_human(free_host)} of free host memory (history='host')"
         if over is not None:
+            self.refused = (first + rest, over)   # what the default's fitting reports (api._fit)
             raise CacheBudgetError(
                 f"cachekit: the cache would hold about {_human(first + rest)} ({_human(newest)} per segment/unit and "
                 f"step x {self.slots} segments/units x {self.depth} steps of history x {branches} CFG branches), over "

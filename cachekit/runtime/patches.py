@@ -14,7 +14,10 @@ straight away), so behaviour is the unpatched one. Where the foreign wrapper cal
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any, Callable
+
+from torch import nn
 
 _MISSING = object()
 
@@ -32,7 +35,38 @@ def wrap_method(original: Callable, impl: Callable[[Callable, tuple, dict], Any]
         return impl(original, args, kwargs)
 
     wrapper.__cachekit__ = True  # marks our wrappers, so a second apply can tell
+    wrapper.__cachekit_alive__ = alive
     return wrapper
+
+
+def _follows_copies(wrapper: Callable, obj: object, original: Callable) -> Callable:
+    """``wrapper`` as a method bound to ``obj``, so that ``copy.deepcopy(obj)`` binds it to the copy
+    (``copy`` rebinds bound methods), where it calls the copy's own original, unhooked: LTX-2 makes
+    its audio scheduler as a deep copy of the video scheduler, whose wrapped ``step`` would
+    otherwise step the video scheduler twice per step."""
+
+    def method(self: object, *args: Any, **kwargs: Any) -> Any:
+        if self is obj:
+            return wrapper(*args, **kwargs)
+        if getattr(original, "__self__", None) is obj:   # the copy's own method
+            return types.MethodType(original.__func__, self)(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    functools.update_wrapper(method, wrapper)
+    method.__cachekit__ = True
+    method.__cachekit_alive__ = wrapper.__cachekit_alive__
+    return types.MethodType(method, obj)
+
+
+def _live(value: Any, obj: object, name: str) -> Any:
+    """``value`` without the inert cachekit wrappers on top of it (left by a session undone while
+    another was wrapped over it: two denoisers on one scheduler); ``_MISSING`` when nothing but the
+    class's own method is left under them."""
+    while getattr(value, "__cachekit__", False) and not value.__cachekit_alive__[0]:
+        value = value.__wrapped__
+    if getattr(value, "__self__", None) is obj and getattr(value, "__func__", None) is getattr(type(obj), name, None):
+        return _MISSING
+    return value
 
 
 def calls_into(obj: object, name: str, target: Callable) -> bool:
@@ -72,7 +106,10 @@ class InstancePatches:
         self._undo.append((obj, name, previous, value))
 
     def wrap(self, obj: object, name: str, impl: Callable[[Callable, tuple, dict], Any]) -> Callable:
-        wrapper = wrap_method(getattr(obj, name), impl, self.alive)
+        original = getattr(obj, name)
+        wrapper = wrap_method(original, impl, self.alive)
+        if not isinstance(obj, nn.Module):
+            wrapper = _follows_copies(wrapper, obj, original)
         self.set(obj, name, wrapper)
         return wrapper
 
@@ -94,6 +131,8 @@ class InstancePatches:
                 if name == "forward" and vars(obj).get("_old_forward") is ours:
                     object.__setattr__(obj, "_old_forward", ours.__wrapped__)
                 continue
+            if getattr(previous, "__cachekit__", False):
+                previous = _live(previous, obj, name)
             if previous is _MISSING:
                 object.__delattr__(obj, name)
             else:

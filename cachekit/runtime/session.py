@@ -16,6 +16,7 @@ until the next generation), and an ended generation is kept for ``stats`` withou
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Callable
 
 from torch import nn
@@ -63,6 +64,12 @@ class Session:
         to the end); the method then counts steps from that first call (``Generation.offset``)."""
         self.method, self.root, self.scheduler, self.pipeline = method, root, scheduler, pipeline
         self.span = span
+        # The default's fitting (api._fit): called with this session when a generation's cache would
+        # not fit; uninstalls it, installs the next cheaper configuration and returns that session.
+        self.refit: Callable[["Session"], "Session"] | None = None
+        self.fit_note: str | None = None        # what the fitting chose and why (stats().chosen)
+        self.rebest: Callable[["Session"], "Session"] | None = None   # back to the best, at a new generation
+        self.replaced_by: Session | None = None
         depth = method.history_depth   # cached steps kept per segment/unit (forecasting)
         self.reader = StatsReader()    # decisions' host reads; global under context parallelism
         self.check_ranks = check_ranks
@@ -89,7 +96,7 @@ class Session:
         self._scheduler_patches = InstancePatches()
 
     def current(self) -> "Session":
-        return self
+        return self.replaced_by.current() if self.replaced_by is not None else self
 
     def scheduler_started_before_install(self) -> None:
         """Installed inside a pipeline call whose ``set_timesteps`` already ran (a layout found at
@@ -175,7 +182,7 @@ class Session:
 
     def stats(self) -> CacheStats:
         gen = self.gen if self.gen is not None and self.gen.calls else self.previous
-        return CacheStats.from_generation(gen, self.block_names)
+        return CacheStats.from_generation(gen, self.block_names, self.fit_note)
 
     def _scheduler_length(self) -> int | None:
         """Steps the scheduler will take: its timesteps from its begin index on (img2img); else the
@@ -199,6 +206,11 @@ class Session:
         guards.check_other_cache(self.root)
         guards.reattach(self._hooks, self._patches)
         self._scheduler_generation(len(self.gen.calls) if self.gen is not None else 0)
+        if self.fit_note is not None and self.rebest is not None:
+            # a cheaper configuration the default fell back to: a new generation (another size)
+            # tries the best one again; it falls back at its first stored tensor if it still does not fit
+            self.replaced_by = self.rebest(self)
+            self.replaced_by.scheduler_started_before_install()
         return result
 
     def _set_begin_index(self, original: Callable, args: tuple, kwargs: dict) -> Any:
@@ -256,6 +268,32 @@ class Session:
 
     # ---- model forward -------------------------------------------------------------------
     def _model_forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        try:
+            return self._forward(original, args, kwargs)
+        except guards.CacheBudgetError:
+            if self.refit is None:
+                raise
+        # The default's cache would not fit: the budget refuses at a generation's first stored
+        # tensor (its first step: one unit or segment computed in vain). Install the next cheaper
+        # configuration and run this call again through it, as the first call of the generation.
+        clocked = self.gen is not None and self.gen.clocked
+        num_steps = self.gen.num_steps if self.gen is not None else None
+        ticks, context = self.steps.ticks, self.context
+        nxt = self.refit(self)
+        self.replaced_by = nxt
+        nxt.context = context
+        if clocked:
+            nxt.scheduler_started_before_install()
+            nxt.steps.ticks = ticks
+        elif num_steps is not None:
+            nxt.reset(num_steps)
+        result = self.root(*args, **kwargs)   # through nxt (and the next ones if it does not fit either)
+        if self.fit_note is None:   # the configuration asked for: say once what ran instead, and why
+            warnings.warn(f"cachekit: {type(self.root).__name__}: using {self.current().fit_note}", RuntimeWarning,
+                          stacklevel=2)
+        return result
+
+    def _forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         if self.pipeline is not None:
             self._follow_scheduler()
         if not self.threads.enter_call(self.gen):   # re-entrant call (a model calling itself): run it plainly
@@ -269,6 +307,11 @@ class Session:
                     self.method.check_num_steps(pos.num_steps)   # the pipeline's context told another length
                 self.gen.num_steps = pos.num_steps
             gen = self.gen
+            if not gen.calls:
+                # the generation's first call: look up the context-parallel group again, so that
+                # enable_parallelism after apply works on bare models too (their first generation
+                # began at apply, with no set_timesteps to begin another)
+                self.reader.refresh(self.root, gen)
             if self.span is not None and not gen.calls:   # a partial denoiser's first call of a generation
                 span = self.span(pos.step)
                 gen.offset = pos.step

@@ -35,6 +35,8 @@ class CacheStats:
             ``transformer_2``), each one's stats by component name; the fields above then cover
             all of them (the fraction over every block evaluation of the generation; plan rows in
             step order; columns prefixed "name:" where the denoisers' columns differ). Else None.
+        chosen: when the default (or a ``quality=`` preset) did not fit in memory, the cheaper
+            configuration it runs instead and why; None when it runs as given.
     """
 
     computed_fraction: float
@@ -49,13 +51,15 @@ class CacheStats:
     skipped: int = 0
     shape_changes: int = 0
     denoisers: dict[str, "CacheStats"] | None = None
+    chosen: str | None = None
 
     @property
     def num_calls(self) -> int:
         return int(self.plan.shape[0])
 
     @classmethod
-    def from_generation(cls, gen: Generation | None, block_names: tuple[str, ...]) -> "CacheStats":
+    def from_generation(cls, gen: Generation | None, block_names: tuple[str, ...],
+                        chosen: str | None = None) -> "CacheStats":
         calls = gen.calls if gen is not None else []
         plan = (np.stack([c.computed for c in calls]) if calls
                 else np.zeros((0, len(block_names)), dtype=bool))
@@ -74,6 +78,7 @@ class CacheStats:
             collectives=gen.collectives if gen is not None else 0,
             skipped=int((~ran).sum()),
             shape_changes=gen.shape_changes if gen is not None else 0,
+            chosen=chosen,
         )
 
     @classmethod
@@ -111,4 +116,5 @@ class CacheStats:
             skipped=sum(s.skipped for _, s in items),
             shape_changes=sum(s.shape_changes for _, s in items),
             denoisers=dict(named),
+            chosen="; ".join(f"{k}: {s.chosen}" for k, s in items if s.chosen) or None,
         )
