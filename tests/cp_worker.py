@@ -19,15 +19,47 @@ from tiny_pipelines import build, call_kwargs, output_tensor  # noqa: E402
 STEPS = 8
 
 
-def configs():
+def configs(loop: bool = False):
     from cachekit import BlockDriftConfig, EasyCacheConfig, FixedIntervalConfig
 
-    return {
+    out = {
         "easycache": EasyCacheConfig(threshold=0.15, warmup=2),
         "easycache+taylor": EasyCacheConfig(threshold=0.15, warmup=2, forecast="taylor"),
         "block_drift": BlockDriftConfig(threshold=0.3, warmup=2),
         "fixed_interval": FixedIntervalConfig(interval=2),
     }
+    if loop:   # the hand-written loop's cases: every runtime-decided method
+        out["block_drift+predict"] = BlockDriftConfig(threshold=0.3, warmup=2, predict=0.1)
+    return out
+
+
+def loop_inputs(family: str, pipe) -> dict:
+    """The transformer's keyword arguments at a pipeline's first call (a user's sampler would
+    prepare the same): the template of the hand-written loop."""
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen.setdefault("kw", dict(kwargs))
+
+    handle = pipe.transformer.register_forward_pre_hook(grab, with_kwargs=True)
+    with torch.no_grad():
+        pipe(**call_kwargs(family, pipe, steps=1))
+    handle.remove()
+    return seen["kw"]
+
+
+def hand_loop(family: str, model, template: dict, steps: int = STEPS) -> torch.Tensor:
+    """A custom Euler sampler calling the bare transformer (no pipeline, no scheduler): the
+    flow-matching sigmas from 1 down, one conditional forward per step."""
+    x = template["hidden_states"].clone()
+    sigmas = torch.linspace(1.0, 0.0, steps + 1)
+    scale = 1.0 if family == "flux" else 1000.0   # Flux takes sigma (it multiplies by 1000), Wan the timestep
+    with torch.no_grad():
+        for i in range(steps):
+            t = torch.full((x.shape[0],), float(sigmas[i]) * scale)
+            v = model(**{**template, "hidden_states": x, "timestep": t, "return_dict": False})[0]
+            x = x + (sigmas[i + 1] - sigmas[i]) * v
+    return x
 
 
 def run(family: str, pipe) -> torch.Tensor:
@@ -35,14 +67,15 @@ def run(family: str, pipe) -> torch.Tensor:
         return output_tensor(family, pipe(**call_kwargs(family, pipe, steps=STEPS)))
 
 
-def single_process(family: str, name: str, bare: bool = False) -> dict:
-    """The reference: one process, no parallelism (``bare``: applied to the transformer alone)."""
+def single_process(family: str, name: str, loop: bool = False) -> dict:
+    """The reference: one process, no parallelism (``loop``: the bare transformer in a hand-written loop)."""
     import cachekit
 
     pipe = build(family)
-    cachekit.apply(pipe.transformer if bare else pipe, configs()[name])
-    out = run(family, pipe)
-    s = cachekit.stats(pipe.transformer if bare else pipe)
+    template = loop_inputs(family, pipe) if loop else None
+    cachekit.apply(pipe.transformer if loop else pipe, configs(loop)[name])
+    out = hand_loop(family, pipe.transformer, template) if loop else run(family, pipe)
+    s = cachekit.stats(pipe.transformer if loop else pipe)
     return {"plan": s.plan, "out": out, "host_reads": s.host_reads, "collectives": s.collectives}
 
 
@@ -81,21 +114,24 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list, mode: st
                 from cachekit.runtime import parallel as P
 
                 P.StatsReader.__call__ = lambda self, means, n: means.tolist()
-            # "bare_*": applied to the transformer alone (no scheduler: its first generation begins
-            # at apply, and only the model's own calls tell steps)
-            target = pipe.transformer if order.startswith("bare_") else pipe
+            # "loop_*": the bare transformer in a hand-written sampler (no pipeline, no scheduler: its
+            # first generation begins at apply, and only the timesteps tell steps)
+            loop = order.startswith("loop_")
+            template = loop_inputs(family, pipe) if loop else None
+            target = pipe.transformer if loop else pipe
+            config = configs(loop)[name]
             if order.endswith("apply_first"):
-                cachekit.apply(target, configs()[name], check_ranks=mode == "check")
+                cachekit.apply(target, config, check_ranks=mode == "check")
                 parallel()
             else:
                 parallel()
-                cachekit.apply(target, configs()[name], check_ranks=mode == "check")
+                cachekit.apply(target, config, check_ranks=mode == "check")
             try:
-                row["out"] = run(family, pipe)
+                row["out"] = hand_loop(family, pipe.transformer, template) if loop else run(family, pipe)
             except cachekit.RankMismatchError as e:
                 row["error"] = str(e)
         if "bac" not in row:
-            s = cachekit.stats(pipe.transformer if order.startswith("bare_") else pipe)
+            s = cachekit.stats(pipe.transformer if order.startswith("loop_") else pipe)
             row.update(plan=s.plan, host_reads=s.host_reads, collectives=s.collectives)
         results.append(row)
     (Path(out_dir) / f"rank{rank}.pkl").write_bytes(pickle.dumps(results))
