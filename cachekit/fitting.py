@@ -21,7 +21,7 @@ from typing import Any
 from .config import CacheConfig
 from .runtime.state import HistoryStorage
 
-__all__ = ["fallback_chain"]
+__all__ = ["fallback_chain", "fit_by_estimate"]
 
 
 def _label(config: CacheConfig, history: HistoryStorage) -> str:
@@ -54,3 +54,25 @@ def fallback_chain(config: CacheConfig, history: HistoryStorage | None = None) -
             seen.add((cfg, h))
             chain.append((_label(cfg, h), cfg, h))
     return chain
+
+
+def fit_by_estimate(target: Any, config: CacheConfig, free_bytes: int, *, history: Any = None,
+                    **estimate: Any) -> tuple[str, CacheConfig, HistoryStorage, Any]:
+    """Before a run, nothing allocated: the configuration the default would run on a device that
+    can give ``free_bytes`` to the cache, by ``cachekit.estimate_cache_bytes`` (``estimate``: its
+    ``tokens``, ``text_tokens``, ``batch``, ``cfg``). Returns (label, config, history, estimate);
+    raises ``ValueError`` when nothing in the chain fits.
+
+    Example:
+        >>> fit_by_estimate("wan2.1-14b", load_recipe("default").config, 24 * 2**30, tokens=75_600)[0]
+        'stack-level reuse + taylor forecast'
+    """
+    from .memory import estimate_cache_bytes
+
+    tried = []
+    for label, cfg, hist in fallback_chain(config, HistoryStorage.parse(history)):
+        e = estimate_cache_bytes(target, cfg, history=hist, **estimate)
+        if e.device <= free_bytes:
+            return label, cfg, hist, e
+        tried.append(f"{label} {e.device / 1e9:.3g} GB")
+    raise ValueError(f"cachekit: nothing fits in {free_bytes / 1e9:.3g} GB: {'; '.join(tried)}")

@@ -142,3 +142,19 @@ def test_two_denoisers_each_fit_and_remove_leaves_nothing():
         assert not [k for k in vars(obj) if "cachekit" in k or k in ("set_timesteps", "step", "forward")], obj
     with torch.no_grad():
         assert torch.equal(pipe(**call_kwargs("wan", pipe, steps=8))[0], ref)
+
+
+def test_wan_14b_at_720p_on_a_24_gb_device_by_estimate():
+    """Nothing allocated: Wan2.1-14B, 720p x 81 frames (75,600 tokens, CFG as separate forwards)."""
+    from cachekit.fitting import fit_by_estimate
+
+    free = 24 * 2**30
+    label, cfg, history, e = fit_by_estimate("wan2.1-14b", DEFAULT, free, tokens=75_600)
+    assert label == "stack-level reuse + taylor forecast" and cfg == STACK_TAYLOR
+    assert e.device <= free and e.branches == 2
+    # what it stepped over: units + Taylor, on the device or with host history, does not fit
+    est = cachekit.estimate_cache_bytes("wan2.1-14b", DEFAULT, tokens=75_600)
+    assert est.device > free and cachekit.estimate_cache_bytes("wan2.1-14b", DEFAULT, tokens=75_600,
+                                                               history="host").device > free
+    with pytest.raises(ValueError, match="nothing fits in 1e-06 GB"):
+        fit_by_estimate("wan2.1-14b", DEFAULT, 1000, tokens=75_600)
