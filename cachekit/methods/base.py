@@ -54,6 +54,22 @@ def read_local(means: torch.Tensor, n: int) -> list[float]:
 
 
 @dataclass
+class UnitContext(StepContext):
+    """A decision point of the unit path: a ``StepContext`` plus the runtime's reader.
+
+    Attributes:
+        reader: what ``read`` does (global under context parallelism, as for segments).
+    """
+
+    reader: Callable[[torch.Tensor, int], list[float]] = read_local
+
+    def read(self, means: torch.Tensor, n: int) -> list[float]:
+        """The one device-to-host read of a decision: ``means`` over ``n`` elements of this rank's
+        data, global under context parallelism. Call it at the same decision on every rank."""
+        return self.reader(means, n)
+
+
+@dataclass
 class SegmentContext(StepContext):
     """A decision point of the segment path: a ``StepContext`` plus the segment's input streams.
 

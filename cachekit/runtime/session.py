@@ -73,7 +73,7 @@ class Session:
         depth = method.history_depth   # cached steps kept per segment/unit (forecasting)
         self.reader = StatsReader()    # decisions' host reads; global under context parallelism
         self.check_ranks = check_ranks
-        self.path: Path = (UnitPath(method, blocks, units, depth, self._current) if units
+        self.path: Path = (UnitPath(method, blocks, units, depth, self._current, self.reader) if units
                            else SegmentPath(method, blocks, depth, self._current, self.reader))
         self.block_names = self.path.columns
         self.keep_cache = keep_cache

@@ -22,7 +22,7 @@ import torch
 from ..adapters import Block, Unit
 from ..adapters.base import BlockBinding
 from ..kernels import reuse
-from ..methods.base import CacheMethod, StepContext
+from ..methods.base import CacheMethod, UnitContext, read_local
 from .paths import Current, Hook
 from .state import BranchState, Call
 
@@ -36,8 +36,9 @@ class _UnitCall:
 
 class UnitPath:
     def __init__(self, method: CacheMethod, blocks: list[Block], units: list[Unit], depth: int,
-                 current: Current) -> None:
+                 current: Current, reader: Callable | None = None) -> None:
         self.method, self.blocks, self.units, self.depth, self.current = method, blocks, units, depth, current
+        self.reader = reader if reader is not None else read_local
         self.columns = tuple(u.name for u in units)
 
     def call_state(self) -> _UnitCall:
@@ -51,8 +52,9 @@ class UnitPath:
             hooks.append(Hook(ref.module, "forward", self._additive_block_impl(layer, members, binding), False))
         return hooks
 
-    def _ctx(self, call: Call, u: int) -> StepContext:
-        return StepContext(call.method_step, call.method_num_steps, u, call.branch, call.leader, call.state.scratch)
+    def _ctx(self, call: Call, u: int) -> UnitContext:
+        return UnitContext(call.method_step, call.method_num_steps, u, call.branch, call.leader, call.state.scratch,
+                           self.reader)
 
     def _unit_impl(self, u: int) -> Callable:
         """A sub-block unit: compute and cache its output, or return the cached output."""
