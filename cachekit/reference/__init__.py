@@ -3,6 +3,8 @@
 Modules:
 
 * :mod:`~cachekit.reference.digits` -- the class-conditional digits DiT (served lazily from here);
+* :mod:`~cachekit.reference.digits_flux2` -- the class-conditional digits Flux.2-layout model
+  (``load_digits_flux2_pipeline``, served lazily from here);
 * :mod:`~cachekit.reference.video` -- the moving-digits Wan video model, with its condition
   vocabulary in :mod:`~cachekit.reference.video_conditions`;
 * :mod:`~cachekit.reference.policy` -- the reference diffusion policy;
@@ -33,6 +35,8 @@ __all__ = [
     "DigitsDiTPipeline",
     "ReferenceWeightsError",
     "DEFAULT_CLASS_LABELS",
+    "load_digits_flux2_pipeline",
+    "DigitsFlux2Pipeline",
 ]
 
 # Names served lazily from cachekit.reference.digits (which imports diffusers).
@@ -40,6 +44,9 @@ _LAZY = {
     "load_digits_pipeline", "load_digits_transformer", "DigitsDiTPipeline",
     "ReferenceWeightsError", "DEFAULT_CLASS_LABELS",
 }
+
+# Names served lazily from cachekit.reference.digits_flux2 (which imports diffusers).
+_LAZY_FLUX2 = {"load_digits_flux2_pipeline", "DigitsFlux2Pipeline"}
 
 
 def asset_path(*parts: str) -> pathlib.Path:
@@ -68,8 +75,11 @@ def __getattr__(name: str):
     if name in _LAZY:
         module = importlib.import_module(".digits", __name__)
         return getattr(module, name)
+    if name in _LAZY_FLUX2:
+        module = importlib.import_module(".digits_flux2", __name__)
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY)
+    return sorted(set(globals()) | _LAZY | _LAZY_FLUX2)
