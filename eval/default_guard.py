@@ -53,6 +53,7 @@ def flux2_workload(steps: int) -> Workload | None:
     try:
         from cachekit.reference import load_digits_flux2_pipeline
     except ImportError:
+        print("digits_flux2 not available: cachekit.reference has no load_digits_flux2_pipeline", flush=True)
         return None
     try:
         pipe = load_digits_flux2_pipeline()
@@ -105,6 +106,8 @@ def main() -> int:
     ap.add_argument("--wall", action="store_true", help="time the chosen preset (run alone on the machine)")
     ap.add_argument("--guard", type=float, default=None, help="with --wall: the guard to time (default: as chosen)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--judge-also", type=float, nargs="*", default=[],
+                    help="guards judged beside the chosen one (reported as such, never chosen here)")
     args = ap.parse_args()
     torch.set_flush_denormal(True)
     command = "python eval/default_guard.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -142,7 +145,7 @@ def main() -> int:
     chose_rows = score(CHOOSE, GUARDS, cache)
     g = choose(chose_rows)
     (out / "chosen.txt").write_text(f"{g}\n")
-    judged = score(JUDGE, sorted({0.0, g if g is not None else 0.0}), cache)
+    judged = score(JUDGE, sorted({0.0, g if g is not None else 0.0, *args.judge_also}), cache)
     with open(out / "default_guard.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["set", *chose_rows[0]])
         w.writeheader()
@@ -151,7 +154,7 @@ def main() -> int:
     lines = ["# The balanced default's forecast guard: chosen on two models, judged on held-out seeds, steps and a third model",
              "", f"Command: `{command}`  ", f"Device: {env['device']}; {(time.time() - t0) / 60:.1f} min  ",
              f"Rule: cheapest mean computed fraction with worst PSNR >= {FLOOR + MARGIN} dB on the choosing set. "
-             f"Chosen guard: {g}.", "", "Choosing set (worst / mean fraction per guard):", "",
+             f"Chosen guard: {g}. Also judged (not chosen by the rule): {args.judge_also or 'none'}.", "", "Choosing set (worst / mean fraction per guard):", "",
              "| guard | " + " | ".join(f"{m} {s}" for m, s, _, _ in CHOOSE) + " |", "|---|" + "---|" * len(CHOOSE)]
     for gg in GUARDS:
         cells = [next(f"{r['psnr']:.2f} dB @ {r['fraction']:.2f}" for r in chose_rows
