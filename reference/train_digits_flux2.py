@@ -34,6 +34,9 @@ import time
 
 import torch
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from train_digits import load_digits_tensor, lr_at  # noqa: E402  (sibling script: same data, same schedule)
+
 from cachekit.reference.digits_flux2 import (
     CONFIG_NAME,
     DEFAULT_CLASS_EMBEDDER_CONFIG,
@@ -49,24 +52,6 @@ from cachekit.reference.digits_flux2 import (
     sha256_file,
     text_ids,
 )
-
-
-def load_digits_tensor() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 digits as (N, 1, 8, 8) float32 in [-1, 1] and (N,) int64 labels."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0  # 0..16 -> -1..1
-    y = torch.tensor(d.target, dtype=torch.long)
-    return x, y
-
-
-def lr_at(step: int, progress: float, peak: float, warmup: int, floor: float, warmup_frac: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` as ``progress`` -> 1."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    p = min(1.0, max(0.0, (progress - warmup_frac) / max(1e-9, 1 - warmup_frac)))
-    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * p))
 
 
 def sample_sigmas(n: int, gen: torch.Generator, mode: str) -> torch.Tensor:
