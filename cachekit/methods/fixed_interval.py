@@ -80,6 +80,13 @@ class FixedIntervalConfig(CacheConfig):
     guard: float = spec(0.0, lo=0.0, help="compute the next step when the forecast missed by more than this "
                                           "(relative L2 on a probe); 0 = off")
 
+    def to_dict(self) -> dict:
+        """As written in recipes; ``guard`` only when on (recipes written before it stay as they were)."""
+        d = super().to_dict()
+        if not self.guard:
+            d["settings"].pop("guard")
+        return d
+
 
 @register_method(FixedIntervalConfig)
 class FixedInterval(CacheMethod):
