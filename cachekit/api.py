@@ -39,6 +39,12 @@ def _session(obj: Any) -> Session | None:
     return vars(obj).get(SESSION_ATTR) if hasattr(obj, "__dict__") else None
 
 
+def _refuse_applied(obj: Any) -> None:
+    if _session(obj) is not None:
+        raise AlreadyAppliedError(f"cachekit.apply: {type(obj).__name__} already has cachekit hooks; "
+                                  f"call cachekit.remove first")
+
+
 def _require_session(target: Any, verb: str) -> Session:
     session = _session(target)
     if session is None:
@@ -71,10 +77,11 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     ``component``: one denoiser of a pipeline that has several (``Denoisers``); its session is
     set on the model only, and follows the pipeline's scheduler."""
     model, _ = find_model(target, component)
-    for obj in (model,) if component is not None else (target, model):   # a pipeline's Denoisers: checked there
-        if _session(obj) is not None:
-            raise AlreadyAppliedError(f"cachekit.apply: {type(obj).__name__} already has cachekit hooks; "
-                                      f"call cachekit.remove first")
+    # where the session is set: the model alone for one of several denoisers (the pipeline holds
+    # their ``Denoisers``, checked there), else the model and the target
+    owners = [model] if target is model or component is not None else [model, target]
+    for obj in owners[::-1]:   # the target first, as the error names it
+        _refuse_applied(obj)
     if getattr(model, "is_cache_enabled", False) is True:  # diffusers' CacheMixin property
         raise AlreadyAppliedError(f"cachekit.apply: diffusers' own cache is enabled on {type(model).__name__}; "
                                   f"call .disable_cache() first (two caches would skip each other's blocks)")
@@ -90,7 +97,6 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
         # No layout known for this class: found from the model's first call (runtime/deferred.py).
         pipe_or_target = target if target is not model else None
         scheduler = getattr(pipe_or_target, "scheduler", None) if pipe_or_target is not None else None
-        owners = [model] if target is model or component is not None else [model, target]
         deferred = Deferred(model, owners, SESSION_ATTR,
                             lambda found: _install(target, method, found, compile_opts, component, **session_options),
                             scheduler)
@@ -105,16 +111,14 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
     span = denoiser_span(target, component) if component is not None else None
     session = Session(method, model, blocks, resolved.layout.timestep_arg, resolved.scheduler, units,
                       pipeline=resolved.pipeline, span=span, **session_options)
-    session.install([model] if target is model or component is not None else [model, target], compile_opts)
+    session.install(owners, compile_opts)
     return session
 
 
 def _install_denoisers(pipe: Any, names: list[str], config: Any, quality: str | None, layout: ModelLayout | None,
                        compile_opts: dict | None, **session_options: Any) -> Denoisers:
     """Every denoiser of a pipeline that has several, each with its own session and config."""
-    if _session(pipe) is not None:
-        raise AlreadyAppliedError(f"cachekit.apply: {type(pipe).__name__} already has cachekit hooks; "
-                                  f"call cachekit.remove first")
+    _refuse_applied(pipe)
     configs = config if isinstance(config, dict) else {n: config for n in names}
     unknown = sorted(set(configs) - set(names))
     if unknown:

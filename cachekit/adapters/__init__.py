@@ -89,12 +89,12 @@ def find_denoisers(target: Any) -> list[tuple[str, nn.Module]]:
     return [(k, v) for k, v in target.components.items() if _DENOISER_NAME.match(k) and isinstance(v, nn.Module)]
 
 
-def denoiser_span(pipe: Any, name: str) -> Callable[[int], int | None]:
-    """How many steps of a generation the denoiser ``name`` of ``pipe`` runs, from the step of its
-    first call: Wan 2.2's pipelines give ``transformer`` the timesteps >= ``boundary_ratio *
+def denoiser_span(pipe: Any, name: str) -> Callable[[], int | None]:
+    """How many steps of the current generation the denoiser ``name`` of ``pipe`` runs, asked at
+    its first call: Wan 2.2's pipelines give ``transformer`` the timesteps >= ``boundary_ratio *
     num_train_timesteps`` and ``transformer_2`` the rest; otherwise unknown (None: to the end)."""
 
-    def span(first_step: int) -> int | None:
+    def span() -> int | None:
         ratio = getattr(getattr(pipe, "config", None), "boundary_ratio", None)
         scheduler = getattr(pipe, "scheduler", None)
         timesteps = getattr(scheduler, "timesteps", None)

@@ -112,7 +112,6 @@ class FixedInterval(CacheMethod):
             if err is not None:   # the check of the last computed step, read now (one read per computed step)
                 sq, ref = ctx.read(err, s.pop("error_n"))
                 missed = ref > 0 and sq / ref > c.guard ** 2
-            s["missed"] = missed
             s["decided"] = (ctx.step, guarded_compute(ctx.step, ctx.num_steps, c.interval, c.warmup, c.final_steps,
                                                       s.get("last"), missed))
         return s["decided"][1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .deferred import Deferred
 from .patches import InstancePatches
 from .stats import CacheStats
 
@@ -51,10 +52,9 @@ class Denoisers:
         self._follow()
         named = {}
         for name, session in self.sessions.items():
-            current = session.current()
-            if current is session and not hasattr(current, "gen"):   # discovery pending: never called
+            if isinstance(session, Deferred):   # discovery pending: never called
                 continue
-            named[name] = current.stats()
+            named[name] = session.stats()
         return CacheStats.combine(named)
 
     def reset(self, num_steps: int | None = None) -> None:

@@ -55,12 +55,12 @@ class Session:
     def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[Block], timestep_arg: str | None,
                  scheduler: Any = None, units: list[Unit] | None = None, *, pipeline: Any = None,
                  keep_cache: bool = False, max_cache_bytes: int | None = None, check_ranks: bool = False,
-                 history: HistoryStorage | None = None, span: Callable[[int], int | None] | None = None) -> None:
+                 history: HistoryStorage | None = None, span: Callable[[], int | None] | None = None) -> None:
         """``units`` (sub-block methods only): they replace the blocks as the plan's columns and
         as the places hooked. ``pipeline``: its ``scheduler`` attribute is followed if replaced.
         ``history``: where forecast history older than the newest entry is kept. ``span``: this
         model is one of several denoisers of the pipeline and may run only part of a generation;
-        called with the step of its first call, it returns how many steps it will run (None:
+        called at its first call of a generation, it returns how many steps it will run (None:
         to the end); the method then counts steps from that first call (``Generation.offset``)."""
         self.method, self.root, self.scheduler, self.pipeline = method, root, scheduler, pipeline
         self.span = span
@@ -313,7 +313,7 @@ class Session:
                 # began at apply, with no set_timesteps to begin another)
                 self.reader.refresh(self.root, gen)
             if self.span is not None and not gen.calls:   # a partial denoiser's first call of a generation
-                span = self.span(pos.step)
+                span = self.span()
                 gen.offset = pos.step
                 gen.span = span if span is not None else (
                     gen.num_steps - pos.step if gen.num_steps is not None else None)
