@@ -94,6 +94,19 @@ def test_fixed_interval_one_is_exact_and_remove_restores(pipe):
     assert torch.equal(_run(pipe), ref)
 
 
+def test_fixed_interval_two_really_reuses_and_remove_restores(pipe):
+    ref = _run(pipe)
+    cachekit.apply(pipe, cachekit.FixedIntervalConfig(interval=2, warmup=1, final_steps=0))
+    try:
+        out = _run(pipe)
+        st = cachekit.stats(pipe)
+    finally:
+        cachekit.remove(pipe)
+    assert st.computed_fraction < 1 and not torch.equal(out, ref)   # 4 steps: computed 0, 1, 3
+    assert torch.equal(_run(pipe), ref)
+    assert not [k for k in vars(pipe.transformer) if "cachekit" in k]
+
+
 def test_corrupted_weights_raise(tmp_path):
     from cachekit.reference.digits import ReferenceWeightsError
     from cachekit.reference.digits_flux2 import load_digits_flux2_pipeline
