@@ -11,6 +11,7 @@ from .adapters import (BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, 
                        register_layout, unregister_layout)
 from .api import AlreadyAppliedError, NotAppliedError, apply, record, remove, reset, stats
 from .config import CacheConfig, ConfigError
+from .errors import CachekitError
 from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig, ScheduleConfig
 from .recipe import Recipe, RecipeError, load_recipe, packaged_recipes, save_recipe
 from .memory import CacheEstimate, estimate_cache_bytes
@@ -28,7 +29,7 @@ __all__ = [
     "CacheConfig", "EasyCacheConfig", "FixedIntervalConfig", "BACConfig", "BlockDriftConfig", "ERTACacheConfig", "ScheduleConfig",
     "ModelLayout", "BlockIO", "BlockUnits", "CacheStats", "Recording", "Recipe",
     "load_recipe", "save_recipe", "packaged_recipes",
-    "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",
+    "CachekitError", "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",
     "CompositionError", "ConcurrencyError", "CacheBudgetError", "RankMismatchError",
     "estimate_cache_bytes", "CacheEstimate", "HistoryStorage",
 ]

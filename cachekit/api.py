@@ -23,16 +23,9 @@ from .runtime.guards import _human
 from .runtime.session import SESSION_ATTR, Session
 from .runtime.state import HistoryStorage
 from .runtime.stats import CacheStats
+from .errors import AlreadyAppliedError, NotAppliedError  # noqa: F401 - defined in errors.py, importable here as before
 
 __all__ = ["apply", "remove", "stats", "reset", "record", "AlreadyAppliedError", "NotAppliedError", "find_model"]
-
-
-class AlreadyAppliedError(RuntimeError):
-    """The target (or the model inside it) already carries cachekit hooks."""
-
-
-class NotAppliedError(RuntimeError):
-    """The target carries no cachekit hooks."""
 
 
 def _session(obj: Any) -> Session | None:

@@ -15,12 +15,9 @@ import torch
 import yaml
 
 from .config import CacheConfig, ConfigError, config_classes
+from .errors import CLIError  # noqa: F401 - defined in errors.py, importable here as before
 
 EXIT_BAD_INPUT = 2
-
-
-class CLIError(Exception):
-    """Bad input on the command line: printed as one line, exit status 2."""
 
 
 def _positive_int(text: str) -> int:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Any, Callable, ClassVar
+from .errors import ConfigError  # noqa: F401 - defined in errors.py, importable here as before
 
 __all__ = ["CacheConfig", "ConfigError", "spec", "register_method", "method_for", "config_classes"]
-
-
-class ConfigError(ValueError):
-    """A config or recipe value is wrong. The message is one line naming the key and what is allowed."""
 
 
 def spec(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,

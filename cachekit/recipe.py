@@ -23,15 +23,12 @@ from typing import Any
 import yaml
 
 from .config import CacheConfig, ConfigError, config_classes
+from .errors import RecipeError  # noqa: F401 - defined in errors.py, importable here as before
 
 __all__ = ["Recipe", "RecipeError", "load_recipe", "save_recipe", "packaged_recipes", "recipe_for_model"]
 
 _KEYS = {"name", "models", "method", "settings", "source", "measured", "notes"}
 DEFAULT_RECIPE = "default"
-
-
-class RecipeError(ConfigError):
-    """A recipe file is unreadable or invalid; the message names the file and the key."""
 
 
 @dataclass(frozen=True)

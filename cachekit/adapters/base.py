@@ -13,12 +13,9 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from ..errors import UnsupportedModelError  # noqa: F401 - defined in errors.py, importable here as before
 
 __all__ = ["BlockIO", "BlockUnits", "ModelLayout", "BlockBinding", "qualname", "UnsupportedModelError"]
-
-
-class UnsupportedModelError(TypeError):
-    """cachekit cannot tell where the transformer blocks of this model are."""
 
 
 def qualname(obj_or_cls: Any) -> str:

@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from ..errors import WorkloadError  # noqa: F401 - defined in errors.py, importable here as before
 
 __all__ = ["Workload", "WorkloadError", "pipeline_workload", "read_inputs", "chunks"]
-
-
-class WorkloadError(ValueError):
-    """The model or the inputs cannot be loaded; one line saying which and why."""
 
 
 @dataclass

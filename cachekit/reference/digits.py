@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .weights import (CONFIG_NAME, WEIGHTS_NAME, load_checked_state, read_config_file, resolve_files,
                       scheduler_from_config, sha256_file)
+from ..errors import ReferenceWeightsError  # noqa: F401 - defined in errors.py, importable here as before
 
 __all__ = [
     "DigitsDiTPipeline",
@@ -93,10 +94,6 @@ DEFAULT_SAMPLING: dict[str, Any] = {
     "image_size": 8,
     "pixel_range": [-1.0, 1.0],
 }
-
-
-class ReferenceWeightsError(ValueError):
-    """A shipped reference model's weight or config file is missing, corrupted or does not match."""
 
 
 # --------------------------------------------------------------------------------------------

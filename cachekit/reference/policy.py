@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from ..errors import PolicyLoadError  # noqa: F401 - defined in errors.py, importable here as before
 
 __all__ = [
     "PolicyConfig",
@@ -41,10 +42,6 @@ __all__ = [
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 ASSET_DIR_NAME = "pointmass_policy"
-
-
-class PolicyLoadError(RuntimeError):
-    """The policy's weight or config file is missing, unreadable or does not match the model."""
 
 
 @dataclass

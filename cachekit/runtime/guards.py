@@ -22,18 +22,7 @@ import numpy as np
 
 from .patches import InstancePatches, calls_into
 from .state import Generation, HistoryStorage, _tensors
-
-
-class CompositionError(RuntimeError):
-    """Something changed the model after ``cachekit.apply`` in a way that would turn caching off."""
-
-
-class ConcurrencyError(RuntimeError):
-    """Two generations at once on one model with cachekit applied."""
-
-
-class CacheBudgetError(RuntimeError):
-    """The cache would hold more than ``max_cache_bytes``."""
+from ..errors import CompositionError, ConcurrencyError, CacheBudgetError  # noqa: F401 - defined in errors.py, importable here as before
 
 
 @dataclass

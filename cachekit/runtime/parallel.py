@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Hashable
 
 import torch
+from ..errors import RankMismatchError  # noqa: F401 - defined in errors.py, importable here as before
 
 
 def context_parallel_group(model: Any) -> Any:
@@ -33,10 +34,6 @@ def context_parallel_group(model: Any) -> Any:
     import torch.distributed as dist
 
     return group if dist.get_world_size(group) > 1 else None
-
-
-class RankMismatchError(RuntimeError):
-    """``check_ranks``: two ranks took different decisions (they would hang in the model's collectives)."""
 
 
 class StatsReader:
