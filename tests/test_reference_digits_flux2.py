@@ -80,28 +80,27 @@ def test_tokens_round_trip():
     assert torch.equal(tokens_to_images(t), x)
 
 
-def test_fixed_interval_one_is_exact_and_remove_restores(pipe):
-    ref = _run(pipe)
-    cachekit.apply(pipe, cachekit.FixedIntervalConfig(interval=1, warmup=0, final_steps=0))
+def _cached_run(pipe, config):
+    """One generation with ``config`` applied (removed afterwards, even on failure): output and stats."""
+    cachekit.apply(pipe, config)
     try:
-        out = _run(pipe)
-        st = cachekit.stats(pipe)
-        assert st.computed_fraction == 1.0 and st.num_steps == 4
-        assert list(st.branches) == ["cond", "uncond"] * 4      # the pipeline's cache_context names
+        return _run(pipe), cachekit.stats(pipe)
     finally:
         cachekit.remove(pipe)
+
+
+def test_fixed_interval_one_is_exact_and_remove_restores(pipe):
+    ref = _run(pipe)
+    out, st = _cached_run(pipe, cachekit.FixedIntervalConfig(interval=1, warmup=0, final_steps=0))
+    assert st.computed_fraction == 1.0 and st.num_steps == 4
+    assert list(st.branches) == ["cond", "uncond"] * 4      # the pipeline's cache_context names
     assert torch.equal(out, ref)
     assert torch.equal(_run(pipe), ref)
 
 
 def test_fixed_interval_two_really_reuses_and_remove_restores(pipe):
     ref = _run(pipe)
-    cachekit.apply(pipe, cachekit.FixedIntervalConfig(interval=2, warmup=1, final_steps=0))
-    try:
-        out = _run(pipe)
-        st = cachekit.stats(pipe)
-    finally:
-        cachekit.remove(pipe)
+    out, st = _cached_run(pipe, cachekit.FixedIntervalConfig(interval=2, warmup=1, final_steps=0))
     assert st.computed_fraction < 1 and not torch.equal(out, ref)   # 4 steps: computed 0, 1, 3
     assert torch.equal(_run(pipe), ref)
     assert not [k for k in vars(pipe.transformer) if "cachekit" in k]
