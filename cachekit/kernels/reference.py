@@ -33,9 +33,7 @@ def reuse_reference(x: torch.Tensor, terms: list[torch.Tensor] | tuple[torch.Ten
         return x.add_(terms[0]) if inplace else x + terms[0]
     # One fused multiply-add per term (torch.add's alpha), in fp32 by type promotion, instead of a
     # mul and an add per term: a first-order Taylor forecast makes 2 passes over the output, not 4.
-    # On the digits DiT (28 steps, 10 images + CFG) a step with all 16 units forecast went from
-    # ~12 to ~10 ms of a ~48 ms full step; the default's wall ratio from 1.82 to 1.89-1.96x
-    # (python eval/default_guard.py --wall --guard 0.0).
+    # On tiny models these elementwise passes are a visible share of a forecast step (docs/default.md).
     acc = torch.add(x.to(torch.float32), terms[0], alpha=float(weights[0]))
     for t, w in zip(terms[1:], weights[1:]):
         acc.add_(t, alpha=float(w))
