@@ -34,7 +34,7 @@ DEMO_EPISODES = 40    # episode seeds 0..39 (the benchmark's first 40)
 def run_policy_demo(out: str = "cachekit-demo", repeats: int = 5, episodes: int = DEMO_EPISODES) -> int:
     """Run the policy demo and print its table (module doc). Process settings are the caller's."""
     from .reference import asset_path
-    from .reference import metaworld as mw
+    from .evaluation.tasks import metaworld as mw
     from .reference.policy import load_policy
 
     t_all = time.time()

@@ -42,8 +42,9 @@ import cachekit
 from cachekit import BACConfig, EasyCacheConfig, FixedIntervalConfig, ScheduleConfig
 from cachekit.evaluation.runner import applied
 from cachekit.evaluation.timing import Pass, alternate
-from cachekit.planning import choose_lemica, lemica_edges, plan_bac, plan_erta
-from cachekit.reference import metaworld as mw
+from cachekit.calibration import measure, plan
+from cachekit.planning import plan_bac
+from cachekit.evaluation.tasks import metaworld as mw
 from cachekit.reference.policy import load_policy
 
 
@@ -93,7 +94,7 @@ def build_configs(policy, runs, lemica_runs, fractions, lemica_fractions, log, l
     ``lean`` fractions only the uniform plans, units + Taylor and BAC calibrated with Bubbling Union run."""
     t0 = time.time()
     rec = cachekit.record(policy, runs)
-    rec_stack = cachekit.record(policy, runs, level="stack")
+    rec_stack = measure(policy, runs, "ertacache")
     T = rec.num_steps
     log(f"  recorded {len(runs)} calibration runs (units and stack) in {time.time() - t0:.0f} s")
     table = None
@@ -101,8 +102,9 @@ def build_configs(policy, runs, lemica_runs, fractions, lemica_fractions, log, l
         t0 = time.time()
         # an edge must span 1/f steps for a plan of f*T computed steps to exist; 1.6/f leaves room
         skip = max(4, math.ceil(1.6 / min(lemica_fractions)))
-        table = lemica_edges(policy, lemica_runs, template=ScheduleConfig(units=True, forecast="taylor"), max_skip=skip)
-        log(f"  LeMiCa edges (max_skip {skip}): {table.model_calls} model calls, {time.time() - t0:.0f} s")
+        table = measure(policy, lemica_runs, "lemica", template=ScheduleConfig(units=True, forecast="taylor"),
+                        max_skip=skip)
+        log(f"  LeMiCa edges (max_skip {skip}): {table.data.model_calls} model calls, {time.time() - t0:.0f} s")
     out = []
     for f in fractions:
         n, m = max(1, round(1 / f)), max(2, round(f * T))
@@ -123,10 +125,10 @@ def build_configs(policy, runs, lemica_runs, fractions, lemica_fractions, log, l
         ec, ef = easycache_for(policy, runs, f)
         out.append((f"EasyCache tau={ec.threshold:g}, R={ec.warmup}", f, ec,
                     {"calibration_fraction": ef, "search_s": time.time() - t0}))
-        ep = plan_erta(rec_stack.arrays(), rec_stack.fingerprint, fraction=f, groups=rec_stack.run_ids())
+        ep = plan(rec_stack, fraction=f).plan
         out.append((f"ERTACache f={f:g}", f, ep.config, {"validation": {k: v for k, v in ep.validation.items() if k != "cv"}}))
         if table is not None and f in lemica_fractions:
-            lp = choose_lemica(policy, lemica_runs, table, fraction=f)
+            lp = plan(table, fraction=f).plan
             out.append((f"LeMiCa {lp.criterion} {len(lp.computed)} steps, units + Taylor", f, lp.config,
                         {"computed": lp.computed, "checked": lp.checked}))
     return out

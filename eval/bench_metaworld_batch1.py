@@ -26,7 +26,7 @@ from bench_metaworld import batch1_times, first_scenes, nth, write  # noqa: E402
 
 import cachekit  # noqa: E402
 from cachekit import BACConfig, FixedIntervalConfig  # noqa: E402
-from cachekit.reference import metaworld as mw  # noqa: E402
+from cachekit.evaluation.tasks import metaworld as mw  # noqa: E402
 from cachekit.reference.policy import load_policy  # noqa: E402
 
 

@@ -78,7 +78,7 @@ def main() -> None:
             cal = plan_bac(rec, updates=m, top_n=args.top_n, metric=metric)
             configs.append((f"BAC M={m}, top-{args.top_n} bubbling, {metric}", cal.config))
 
-    from cachekit.reference import pointmass as ep
+    from cachekit.evaluation.tasks import pointmass as ep
 
     base = ep.evaluate(policy, episodes=args.episodes, seed=0)   # deterministic: once for every config
     rows = []

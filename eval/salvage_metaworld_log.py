@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_metaworld import write  # noqa: E402
 
-from cachekit.reference.metaworld import wilson  # noqa: E402
+from cachekit.evaluation.tasks.metaworld import wilson  # noqa: E402
 
 ROW = re.compile(r"^  (?P<label>.+?): fraction (?P<frac>[0-9.]+), success (?P<succ>[0-9.]+), "
                  r"closed-loop speedup (?P<speed>[0-9.]+)x, (?P<wall>[0-9]+) s$")

@@ -12,7 +12,7 @@
 4. Times one transformer forward at the default batch (20 labels -> 40 rows with CFG, a mid
    timestep, no grad, float32): median of ``--repeats`` after 3 warm-up calls.
 
-The classifier is :func:`cachekit.reference.judges.train_classifier` (the toolkit's class-recognition
+The classifier is :func:`cachekit.evaluation.judges.train_classifier` (the toolkit's class-recognition
 metric uses the same one).
 """
 
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from cachekit.reference.judges import train_classifier
+from cachekit.evaluation.judges import train_classifier
 
 
 def time_forward(pipe, labels_per_call: int = 20, repeats: int = 20, guidance: bool = True) -> dict:

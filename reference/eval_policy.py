@@ -4,9 +4,9 @@
 
 The task (``pointmass``, the shipped policy, or ``pusht``, which needs ``pip install gym-pusht``) is
 read from the policy's config. The task environments and the evaluation loop are library code in
-:mod:`cachekit.reference.pointmass`; from Python, with anything done to ``policy.model`` beforehand:
+:mod:`cachekit.evaluation.tasks.pointmass`; from Python, with anything done to ``policy.model`` beforehand:
 
-    from cachekit.reference.pointmass import evaluate
+    from cachekit.evaluation.tasks.pointmass import evaluate
     res = evaluate(policy, episodes=50, seed=0, before_predict=lambda p: cachekit.reset(p.model))
 
 This script adds the wall time of one ``predict_action`` call, the random and no-op baselines on the
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from cachekit.reference.pointmass import evaluate, evaluate_baseline, make_task_env, policy_task
+from cachekit.evaluation.tasks.pointmass import evaluate, evaluate_baseline, make_task_env, policy_task
 
 
 def time_predict_action(policy, repeats: int = 3, batch: int = 1, num_inference_steps: int | None = None) -> dict:

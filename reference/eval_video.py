@@ -4,7 +4,7 @@
 
 Generates clips balanced over the 16 (content, direction) conditions with the shipped pipeline
 (default 50 steps, the shipped guidance scale, seeded) and scores them with
-:func:`cachekit.reference.judges.score_clips`:
+:func:`cachekit.evaluation.judges.score_clips`:
 
 * content: in every frame the 8x8 window centred on the ink centroid is cropped and classified by
   an RBF SVM trained on all 1797 real scikit-learn 8x8 digits, re-centred the same way (10
@@ -20,7 +20,7 @@ denoising step runs two such forwards, cond and uncond). ``--real`` scores real 
 
 The scorer is importable, e.g. to score the output of a cached pipeline in a report::
 
-    from cachekit.reference.judges import score_clips
+    from cachekit.evaluation.judges import score_clips
     result = score_clips(frames, contents, directions)   # frames (N, F, 1, H, W) in [0, 1]
     result["both_accuracy"], result["content_accuracy"], result["direction_accuracy"]
 """
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from cachekit.reference.judges import _as_frames, score_clips
+from cachekit.evaluation.judges import _as_frames, score_clips
 
 
 def balanced_conditions(num_clips: int) -> tuple[list[str], list[str]]:

@@ -30,7 +30,7 @@ def card(asset: Path, bench: dict | None, machine: str = SHARED) -> str:
         f"layers, which run {m['num_inference_steps']} times (DDPM) per `predict_action` call.", "",
         "```python",
         "from cachekit.reference.policy import load_policy",
-        "from cachekit.reference import metaworld as mw",
+        "from cachekit.evaluation.tasks import metaworld as mw",
         f"policy = load_policy(\"assets/{asset.name}\")",
         f"res = mw.evaluate(policy, \"{name}\", episodes=200, seed=0)   # batched closed loop",
         "```", "",

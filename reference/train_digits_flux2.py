@@ -17,7 +17,7 @@ count and ``--time-budget-min 0`` (with a time budget the learning-rate schedule
 
 ``--eval`` generates ``--per-class`` samples of each digit with the pipeline's shipped defaults
 (or ``--steps-sample`` / ``--guidance-scale``) and prints the recognition rate by
-``cachekit.reference.judges.digit_classifier`` (each sample pasted on a 16x16 canvas and
+``cachekit.evaluation.judges.digit_classifier`` (each sample pasted on a 16x16 canvas and
 re-centred on its ink centroid, as that classifier's training digits were), plus the rate by
 ``train_classifier`` (the digits DiT's judge) for comparison, and the uncached wall time of one
 generation of 8 images.
@@ -110,7 +110,7 @@ def recognition(images: torch.Tensor, labels: list[int]) -> dict:
     """Recognition rates of (N, 1, 8, 8) samples in [0, 1] by both digit judges."""
     import numpy as np
 
-    from cachekit.reference.judges import predict_digits, train_classifier
+    from cachekit.evaluation.judges import predict_digits, train_classifier
 
     canvas = torch.zeros(len(images), 1, 16, 16)
     canvas[:, :, 4:12, 4:12] = images[:, :, :, :].float()

@@ -5,7 +5,7 @@
     python reference/train_policy.py --task metaworld:push-v3 --n-layer 4 --out assets/metaworld_push_policy
 
 Meta-World (``metaworld:TASK``, needs the ``[metaworld]`` extra): the task's scripted expert from
-``metaworld.policies`` on seeded scenes (:mod:`cachekit.reference.metaworld`); successful episodes are
+``metaworld.policies`` on seeded scenes (:mod:`cachekit.evaluation.tasks.metaworld`); successful episodes are
 kept up to their success step.
 
 Point mass (:class:`PointMassExpert`): go around the obstacle on a randomly drawn side, then to the goal.
@@ -32,8 +32,8 @@ import time
 import numpy as np
 import torch
 
-from cachekit.reference import metaworld as mw
-from cachekit.reference.pointmass import MAX_STEPS, TASKS, PointMassEnv, make_env, make_task_env
+from cachekit.evaluation.tasks import metaworld as mw
+from cachekit.evaluation.tasks.pointmass import MAX_STEPS, TASKS, PointMassEnv, make_env, make_task_env
 from cachekit.reference.policy import DiffusionPolicy, PolicyConfig
 
 # T outline in the block's local frame (union of the two boxes of gym-pusht's add_tee, scale 30).
@@ -391,7 +391,7 @@ def main(argv=None):
                 "goal_pose": [256.0, 256.0, math.pi / 4], "action": "absolute agent target (x, y) in [0, 512]"})
         else:
             extra.update({
-                "task_name": "pointmass", "env": "cachekit.reference.pointmass.PointMassEnv",
+                "task_name": "pointmass", "env": "cachekit.evaluation.tasks.pointmass.PointMassEnv",
                 "max_episode_steps": TASKS["pointmass"][0], "obs": "[x, y, goal_x, goal_y]",
                 "action": "absolute target (x, y) in [0, 1]; moves at most 0.04 per step",
                 "success": "within 0.04 of the goal without touching the obstacle"})

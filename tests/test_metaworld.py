@@ -14,7 +14,7 @@ pytest.importorskip("metaworld", reason="Meta-World tests need `pip install meta
 
 import cachekit  # noqa: E402
 from cachekit import FixedIntervalConfig  # noqa: E402
-from cachekit.reference import metaworld as mw  # noqa: E402
+from cachekit.evaluation.tasks import metaworld as mw  # noqa: E402
 from cachekit.reference.policy import DiffusionPolicy, PolicyConfig, load_policy  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))

@@ -102,7 +102,7 @@ def test_save_load_roundtrip(tmp_path):
 
 @needs_asset
 def test_closed_loop_smoke(policy):
-    from cachekit.reference.pointmass import evaluate, evaluate_baseline, policy_task
+    from cachekit.evaluation.tasks.pointmass import evaluate, evaluate_baseline, policy_task
 
     if policy_task(policy) == "pusht":
         pytest.importorskip("gym_pusht")
@@ -117,9 +117,9 @@ def test_closed_loop_smoke(policy):
 
 def test_pusht_env_and_expert_smoke():
     pytest.importorskip("gym_pusht")
-    from cachekit.reference.pointmass import evaluate_baseline
+    from cachekit.evaluation.tasks.pointmass import evaluate_baseline
     from train_policy import PushTExpert
-    from cachekit.reference.pointmass import make_env
+    from cachekit.evaluation.tasks.pointmass import make_env
     import numpy as np
 
     res = evaluate_baseline("random", episodes=1, seed=0, max_steps=3, task="pusht")

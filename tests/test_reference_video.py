@@ -121,7 +121,7 @@ def test_determinism_and_output_types(pipe):
 def test_scorer_on_real_clips():
     import numpy as np
 
-    from cachekit.reference.judges import score_clips
+    from cachekit.evaluation.judges import score_clips
     from eval_video import balanced_conditions
     from train_video import digit_bank, render_clips
     from cachekit.reference.video import CONTENT_NAMES, DIRECTION_NAMES

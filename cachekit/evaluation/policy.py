@@ -30,7 +30,7 @@ def load_reference_policy() -> Any:
 def rollout_observations(policy: Any, episodes: int, seed: int) -> list[torch.Tensor]:
     """Observation histories met by the uncached policy in closed loop (one per prediction):
     calibration inputs that cover whole trajectories, not only initial states."""
-    from ..reference import pointmass as ep
+    from .tasks import pointmass as ep
 
     seen: list[torch.Tensor] = []
     original = policy.predict_action
@@ -54,7 +54,7 @@ def evaluate_policy(config: CacheConfig, *, episodes: int = 50, seed: int = 0, r
     closed-loop result for the same episodes and seed (``pointmass.evaluate``), when a caller
     compares several configs and has it already; the closed loop is deterministic, so it is the
     same numbers as running it again."""
-    from ..reference import pointmass as ep
+    from .tasks import pointmass as ep
 
     policy = policy or load_reference_policy()
     obs1 = rollout_observations(policy, episodes=1, seed=10_000)[0][:1]   # a real state, batch 1

@@ -13,7 +13,7 @@ def digits_workload(steps: int | None = None) -> Workload:
     """The class-conditional digits DiT: inputs are class labels 0-9; extra metric: the share of
     samples a classifier trained on the real digits assigns to the requested class."""
     from ..reference import DEFAULT_CLASS_LABELS, load_digits_pipeline
-    from ..reference.judges import train_classifier
+    from .judges import train_classifier
 
     pipe = load_digits_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -40,8 +40,8 @@ def digits_workload(steps: int | None = None) -> Workload:
 def video_workload(steps: int | None = None) -> Workload:
     """The moving-digits Wan video model: an input is ``"content:direction"`` (e.g. ``"zero:up"``;
     contents zero/one/four/seven, directions up/down/left/right). Extra metrics: the share of clips
-    whose content, direction, and both, the evaluator recovers (``reference.judges.score_clips``)."""
-    from ..reference.judges import score_clips
+    whose content, direction, and both, the evaluator recovers (``evaluation.judges.score_clips``)."""
+    from .judges import score_clips
     from ..reference.video import DEFAULT_CONDITIONS, load_video_pipeline, video_prompt_embeds
     from .workloads import WorkloadError
 

@@ -1,4 +1,4 @@
-"""Reference models shipped with cachekit (trained here, weights in ``assets/``): their loaders and judges.
+"""Reference models shipped with cachekit (trained here, weights in ``assets/``): their loaders.
 
 Modules:
 
@@ -8,9 +8,11 @@ Modules:
 * :mod:`~cachekit.reference.video` -- the moving-digits Wan video model, with its condition
   vocabulary in :mod:`~cachekit.reference.video_conditions`;
 * :mod:`~cachekit.reference.policy` -- the reference diffusion policy;
-* :mod:`~cachekit.reference.judges` -- how the digits and video outputs are scored (classifiers);
-* :mod:`~cachekit.reference.pointmass` -- the policy's point-mass task and closed-loop evaluation;
 * :mod:`~cachekit.reference.weights` -- checked safetensors / config loading shared by the loaders.
+
+How their outputs are judged and the policies' tasks are evaluation, not loading:
+:mod:`cachekit.evaluation.judges` and :mod:`cachekit.evaluation.tasks` (``pointmass``, ``metaworld``;
+the old paths ``cachekit.reference.judges`` / ``.pointmass`` / ``.metaworld`` still import).
 
 The scripts that train these models and evaluate them from the command line are not part of the
 package: they live in the top-level ``reference/`` folder of the repository (see its README).

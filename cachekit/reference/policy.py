@@ -9,7 +9,7 @@ inside :meth:`DiffusionPolicy.predict_action` (100 DDPM steps by default).
     policy = load_policy()                          # shipped point-mass weights, offline, .eval()
     actions = policy.predict_action(obs_history)    # (B, 2, obs_dim) env states -> (B, 8, 2) targets
 
-The shipped policy solves the point-mass task of :mod:`cachekit.reference.pointmass` (``obs_dim = 4``:
+The shipped policy solves the point-mass task of :mod:`cachekit.evaluation.tasks.pointmass` (``obs_dim = 4``:
 ``[x, y, goal_x, goal_y]``, identity features). The same code also serves gym-pusht state observations
 (``obs_dim = 5``, ``obs_transform="pusht_angle"``: the block angle wraps at 2*pi, so it becomes cos/sin and
 ``cond_dim = 6``). Observations and actions are min-max normalised to [-1, 1] with statistics stored
