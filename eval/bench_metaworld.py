@@ -1,6 +1,6 @@
 """Every cachekit method on a Meta-World diffusion policy at matched computed fractions, closed loop.
 
-    python eval/bench_policy.py --env metaworld:push-v3 --policy assets/metaworld_push_policy \\
+    python eval/bench_policy.py --env metaworld:push-v3 --policy reference_weights/metaworld_push_policy \\
         --episodes 200 --fractions 0.2,0.1 --out eval/results/policy_metaworld/push-v3
 
 Rows, at each computed fraction f (N = round(1/f), M = round(100 f) of the 100 DDPM steps):
@@ -197,7 +197,7 @@ def first_scenes(spec, seed: int, n: int) -> torch.Tensor:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", required=True, help="metaworld:TASK, e.g. metaworld:push-v3")
-    ap.add_argument("--policy", required=True, help="trained policy folder (assets/metaworld_..._policy)")
+    ap.add_argument("--policy", required=True, help="trained policy folder (reference_weights/metaworld_..._policy, assets/metaworld_door_open_policy)")
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0, help="evaluation episode seeds seed..seed+episodes-1")
     ap.add_argument("--calib-episodes", type=int, default=16)

@@ -1,6 +1,6 @@
 """Batch-1 prediction time of the calibration-free rows of ``eval/bench_metaworld.py``, same rounds.
 
-    python eval/bench_metaworld_batch1.py --env metaworld:push-v3 --policy assets/metaworld_push_policy \\
+    python eval/bench_metaworld_batch1.py --env metaworld:push-v3 --policy reference_weights/metaworld_push_policy \\
         --out eval/results/policy_metaworld/push-v3
 
 For a run that was stopped before its own batch-1 timing (``eval/salvage_metaworld_log.py``): the

@@ -1,7 +1,7 @@
 """BAC vs uniform every-N vs EasyCache on the shipped diffusion policy (100 DDPM steps), same run.
 
     python eval/bench_policy.py [--episodes 50] [--updates 5,7,10,20] [--metrics cosine,l1] [--out bench_policy.md]
-    python eval/bench_policy.py --env metaworld:push-v3 --policy assets/metaworld_push_policy ...   # eval/bench_metaworld.py
+    python eval/bench_policy.py --env metaworld:push-v3 --policy reference_weights/metaworld_push_policy ...   # eval/bench_metaworld.py
 
 BAC plans are calibrated on observation histories from closed-loop rollouts with episode seeds
 1000.. (never the evaluation seeds 0..episodes-1). Every config is scored on the same episode seeds

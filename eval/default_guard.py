@@ -9,8 +9,8 @@ forecast, checked at a computed step on a probe, missed by more than this relati
   30 + 1 dB there.
 * Judging set, never used to choose: other seeds (20), all ten digits and four video conditions, a
   step count not used to choose (40), and a third model of another family (the digits Flux.2,
-  ``assets/digits_flux2``: Flux2Transformer2DModel, separate cond / uncond forwards) at 28 and 40
-  steps, when it is shipped.
+  ``reference_weights/digits_flux2``: Flux2Transformer2DModel, separate cond / uncond forwards) at 28
+  and 40 steps, when the checkout has it.
 * ``--wall``: same-run wall ratios (alternating rounds, medians) of the chosen preset against the
   uncached model on the judging settings. Run it alone on the machine.
 

@@ -1,6 +1,6 @@
 """Write ``MODEL_CARD.md`` for a Meta-World policy from its ``config.json`` and its benchmark result.
 
-    python reference/metaworld_card.py assets/metaworld_push_policy eval/results/policy_metaworld/push-v3.json
+    python reference/metaworld_card.py reference_weights/metaworld_push_policy eval/results/policy_metaworld/push-v3.json
 
 Every figure in the card is read from those two files (the training command, data, seeds and
 wall times that ``reference/train_policy.py`` stored; the uncached row of ``eval/bench_metaworld.py``).
@@ -31,7 +31,7 @@ def card(asset: Path, bench: dict | None, machine: str = SHARED) -> str:
         "```python",
         "from cachekit.reference.policy import load_policy",
         "from cachekit.evaluation.tasks import metaworld as mw",
-        f"policy = load_policy(\"assets/{asset.name}\")",
+        f"policy = load_policy(\"{asset.parent.name}/{asset.name}\")",   # assets/ or reference_weights/
         f"res = mw.evaluate(policy, \"{name}\", episodes=200, seed=0)   # batched closed loop",
         "```", "",
         "| | |", "|---|---|",

@@ -1,12 +1,12 @@
 """Train (or evaluate) the digits Flux.2 reference model on scikit-learn's 8x8 digits (CPU, offline).
 
-    python reference/train_digits_flux2.py --out assets/digits_flux2            # train
-    python reference/train_digits_flux2.py --eval --out assets/digits_flux2     # recognition rate
+    python reference/train_digits_flux2.py --out reference_weights/digits_flux2            # train
+    python reference/train_digits_flux2.py --eval --out reference_weights/digits_flux2     # recognition rate
 
 Model: a stock ``diffusers.Flux2Transformer2DModel`` (2 double-stream + 6 single-stream blocks,
 width 128) on 16 tokens of 2x2 packed pixels, conditioned on the class through
 ``cachekit.reference.digits_flux2.DigitsClassEmbedder`` (4 learned "text" tokens per class, plus a
-null class for classifier-free guidance); see that module and ``assets/digits_flux2/MODEL_CARD.md``.
+null class for classifier-free guidance); see that module and ``reference_weights/digits_flux2/MODEL_CARD.md``.
 
 Objective: rectified flow / flow matching in diffusers' convention: ``x_s = (1 - s) x0 + s noise``,
 target velocity ``noise - x0``, plain MSE, ``s`` drawn logit-normal (mean 0, std 1; SD3's choice),
@@ -333,7 +333,7 @@ def train(args, argv) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="assets/digits_flux2", help="model directory (written; read by --eval)")
+    ap.add_argument("--out", default="reference_weights/digits_flux2", help="model directory (written; read by --eval)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     g = ap.add_argument_group("training")

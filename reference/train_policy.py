@@ -2,7 +2,7 @@
 
     python reference/train_policy.py --task pointmass --out assets/pointmass_policy   # shipped
     SDL_VIDEODRIVER=dummy python reference/train_policy.py --task pusht --out OUT      # see card
-    python reference/train_policy.py --task metaworld:push-v3 --n-layer 4 --out assets/metaworld_push_policy
+    python reference/train_policy.py --task metaworld:push-v3 --n-layer 4 --out reference_weights/metaworld_push_policy
 
 Meta-World (``metaworld:TASK``, needs the ``[metaworld]`` extra): the task's scripted expert from
 ``metaworld.policies`` on seeded scenes (:mod:`cachekit.evaluation.tasks.metaworld`); successful episodes are

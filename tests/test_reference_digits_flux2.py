@@ -1,4 +1,4 @@
-"""Fast checks of the shipped digits Flux.2 reference model (assets/digits_flux2): offline loading,
+"""Fast checks of the digits Flux.2 reference model (reference_weights/digits_flux2, not in the wheel): offline loading,
 sampling, determinism, and cachekit's no-op config being exact on it."""
 
 import shutil
@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("diffusers")
 
 import cachekit  # noqa: E402
-from cachekit.reference import asset_path  # noqa: E402
+from cachekit.reference import checkout_weights_path  # noqa: E402
 
 KW = dict(class_labels=[3, 7], num_inference_steps=4, output_type="pt")
 
@@ -42,7 +42,7 @@ def test_assets_and_offline_load(pipe, monkeypatch):
 
     from cachekit.reference import load_digits_flux2_pipeline
 
-    d = asset_path("digits_flux2")
+    d = checkout_weights_path("digits_flux2")
     for name in ("model.safetensors", "config.json", "MODEL_CARD.md"):
         assert (d / name).is_file(), d / name
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -111,10 +111,25 @@ def test_corrupted_weights_raise(tmp_path):
     from cachekit.reference.digits_flux2 import load_digits_flux2_pipeline
 
     dst = tmp_path / "m"
-    shutil.copytree(asset_path("digits_flux2"), dst)
+    shutil.copytree(checkout_weights_path("digits_flux2"), dst)
     w = dst / "model.safetensors"
     data = bytearray(w.read_bytes())
     data[-10] ^= 0xFF
     w.write_bytes(bytes(data))
     with pytest.raises(ReferenceWeightsError, match="model.safetensors"):
         load_digits_flux2_pipeline(dst)
+
+
+def test_missing_checkout_weights_name_the_path_and_the_fix(tmp_path, monkeypatch):
+    """Without a checkout (a wheel install) the default load is one line naming where it looked and how
+    to get the weights; CACHEKIT_DATA moves where it looks."""
+    from cachekit.reference import ReferenceWeightsError, checkout_weights, load_digits_flux2_pipeline
+
+    src = checkout_weights("digits_flux2")     # the checkout's reference_weights/digits_flux2
+    monkeypatch.setenv("CACHEKIT_DATA", str(tmp_path))
+    with pytest.raises(ReferenceWeightsError) as err:
+        load_digits_flux2_pipeline()
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "digits_flux2") in msg and "CACHEKIT_DATA" in msg
+    shutil.copytree(src, tmp_path / "digits_flux2")
+    assert checkout_weights("digits_flux2") == tmp_path / "digits_flux2"

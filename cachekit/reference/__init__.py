@@ -4,7 +4,8 @@ Modules:
 
 * :mod:`~cachekit.reference.digits` -- the class-conditional digits DiT (served lazily from here);
 * :mod:`~cachekit.reference.digits_flux2` -- the class-conditional digits Flux.2-layout model
-  (``load_digits_flux2_pipeline``, served lazily from here);
+  (``load_digits_flux2_pipeline``, served lazily from here; its weights are benchmark-only, not in
+  the wheel: see :func:`checkout_weights`);
 * :mod:`~cachekit.reference.video` -- the moving-digits Wan video model, with its condition
   vocabulary in :mod:`~cachekit.reference.video_conditions`;
 * :mod:`~cachekit.reference.policy` -- the reference diffusion policy;
@@ -28,10 +29,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import os
 import pathlib
 
 __all__ = [
     "asset_path",
+    "checkout_weights",
+    "checkout_weights_path",
+    "DATA_ENV",
     "load_digits_pipeline",
     "load_digits_transformer",
     "DigitsDiTPipeline",
@@ -71,6 +76,38 @@ def asset_path(*parts: str) -> pathlib.Path:
         except TypeError:  # pragma: no cover - exotic loaders
             pass
     return pathlib.Path(__file__).resolve().parents[2].joinpath("assets", *parts)
+
+
+#: Environment variable naming a folder that holds the benchmark-only weights (one sub-folder per
+#: model, as in the repository's ``reference_weights/``); unset, the checkout's own folder is used.
+DATA_ENV = "CACHEKIT_DATA"
+
+
+def checkout_weights_path(*parts: str) -> pathlib.Path:
+    """Path of a benchmark-only reference model's files, e.g. ``checkout_weights_path("digits_flux2")``.
+
+    The digits Flux.2 model and the Meta-World push / pick-place policies serve only the benchmarks
+    and tests (18.0 of the wheel's 45.5 MB), so they are not shipped: they live in the repository's
+    ``reference_weights/`` folder, or in the folder ``$CACHEKIT_DATA`` names. The returned path
+    need not exist; :func:`checkout_weights` checks it.
+    """
+    root = os.environ.get(DATA_ENV)
+    base = pathlib.Path(root) if root else pathlib.Path(__file__).resolve().parents[2] / "reference_weights"
+    return base.joinpath(*parts)
+
+
+def checkout_weights(name: str) -> pathlib.Path:
+    """The folder of benchmark-only model ``name``; a one-line :class:`ReferenceWeightsError` naming
+    the path and how to get it when it is absent (e.g. cachekit installed from a wheel, no checkout)."""
+    from ..errors import ReferenceWeightsError
+
+    path = checkout_weights_path(name)
+    if not path.is_dir():
+        raise ReferenceWeightsError(
+            f"{name}: weights not found at {path}; they are not in the cachekit wheel (benchmarks only): "
+            f"use a clone of the cachekit repository (reference_weights/{name}) or set {DATA_ENV} to a folder "
+            f"holding {name}/")
+    return path
 
 
 def __getattr__(name: str):

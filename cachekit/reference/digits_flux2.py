@@ -294,15 +294,19 @@ def build_scheduler(config: dict[str, Any] | None = None) -> FlowMatchEulerDiscr
     return scheduler_from_config(FlowMatchEulerDiscreteScheduler, cfg)
 
 
-def _default_dir() -> pathlib.Path:
-    from . import asset_path
+def _files(path: str | pathlib.Path | None) -> tuple[pathlib.Path, pathlib.Path]:
+    """(config file, weight file) of ``path``, or of the checkout's ``reference_weights/digits_flux2``
+    (or ``$CACHEKIT_DATA/digits_flux2``) when None: these weights are not in the wheel."""
+    if path is not None:
+        return resolve_files(path, pathlib.Path(path))
+    from . import checkout_weights
 
-    return asset_path("digits_flux2")
+    return resolve_files(None, checkout_weights("digits_flux2"))
 
 
 def read_config(path: str | pathlib.Path | None = None) -> dict[str, Any]:
-    """The parsed ``config.json`` of a model directory (default: the shipped model)."""
-    cfg_file, _ = resolve_files(path, _default_dir())
+    """The parsed ``config.json`` of a model directory (default: the checkout's model)."""
+    cfg_file, _ = _files(path)
     return read_config_file(cfg_file, FORMAT, ReferenceWeightsError, _LABEL)
 
 
@@ -312,14 +316,15 @@ def load_digits_flux2_pipeline(
     dtype: torch.dtype = torch.float32,
     verify_checksum: bool = True,
 ) -> DigitsFlux2Pipeline:
-    """Load the shipped digits Flux.2 model (offline, safetensors only) as a :class:`DigitsFlux2Pipeline`.
+    """Load the digits Flux.2 reference model (offline, safetensors only) as a :class:`DigitsFlux2Pipeline`.
 
     ``path``: a model directory (``config.json`` + ``model.safetensors``) or a ``.safetensors`` file
-    next to its ``config.json``; default: the packaged ``assets/digits_flux2``. Every component is
+    next to its ``config.json``; default: the repository checkout's ``reference_weights/digits_flux2``
+    (benchmark-only, not in the wheel; ``$CACHEKIT_DATA/digits_flux2`` when set). Every component is
     in ``eval()`` mode with gradients off. Raises :class:`ReferenceWeightsError` (a ``ValueError``)
     naming the file when the weight or config file is missing, corrupted or mismatched.
     """
-    cfg_file, weights_file = resolve_files(path, _default_dir())
+    cfg_file, weights_file = _files(path)
     cfg = read_config_file(cfg_file, FORMAT, ReferenceWeightsError, _LABEL)
     state = load_checked_state(weights_file, cfg, cfg_file, ReferenceWeightsError, _LABEL, verify_checksum)
     transformer = build_transformer(cfg["transformer"])
