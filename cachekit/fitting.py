@@ -19,7 +19,7 @@ import dataclasses
 from typing import Any
 
 from .config import CacheConfig
-from .runtime.state import HistoryStorage
+from .runtime.history import HistoryStorage
 
 __all__ = ["fallback_chain", "fit_by_estimate"]
 

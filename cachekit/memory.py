@@ -39,7 +39,7 @@ from .adapters.known import BLOCKS, LAYOUTS
 from .config import CacheConfig, ConfigError, method_for
 from .recipe import load_recipe, recipe_for_model
 from .runtime.guards import _human
-from .runtime.state import HistoryStorage
+from .runtime.history import HistoryStorage
 
 __all__ = ["BlockList", "ModelShape", "CachePart", "CacheEstimate", "estimate_cache_bytes", "model_shape",
            "cheaper_options", "PUBLISHED_CONFIGS"]

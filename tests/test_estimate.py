@@ -12,7 +12,7 @@ from cachekit import (BACConfig, BlockDriftConfig, CacheBudgetError, EasyCacheCo
 from cachekit.adapters import find_units, resolve
 from cachekit.memory import PUBLISHED_CONFIGS, cheaper_options, model_shape, shape_from_config
 from cachekit.runtime import guards
-from cachekit.runtime.state import _Demoted
+from cachekit.runtime.history import DemotedEntry as _Demoted
 from tiny_pipelines import FAMILIES, build, call_kwargs
 
 STEPS = 8

@@ -21,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .patches import InstancePatches, calls_into
-from .state import Generation, HistoryStorage, _tensors
+from .history import HistoryStorage, payload_tensors
+from .state import Generation
 from ..errors import CompositionError, ConcurrencyError, CacheBudgetError  # noqa: F401 - defined in errors.py, importable here as before
 
 
@@ -177,7 +178,7 @@ class Budget:
         if branch in self.checked:
             return
         self.checked.add(branch)
-        tensors = _tensors(payload)
+        tensors = payload_tensors(payload)
         device = tensors[0].device if tensors else None
         host = self.storage is not None and self.storage.where == "host"
         free = device_free_bytes(device)   # None off CUDA

@@ -1,0 +1,187 @@
+"""Where a forecast's older history entries live: ``HistoryStorage`` and the stored-history types.
+
+Only the newest entry of a segment's / unit's history is read on every reuse step; a forecast's
+older entries may be kept elsewhere (``HistoryStorage``: in host memory, or in bf16 / fp16). They
+are moved when they stop being the newest (``BranchState.remember`` in ``state.py``) and the paths
+read them back through ``BranchState.history.get``, which restores them for the one reuse step that
+reads them (``StoredHistory``). Without a storage the history is a plain dict, as it always was.
+
+Also here: the payload walkers every byte count uses (``payload_tensors``, ``unique_bytes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+__all__ = ["HistoryStorage", "DemotedEntry", "StoredHistory", "payload_tensors", "payload_bytes", "unique_bytes"]
+
+_LOWER = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class HistoryStorage:
+    """Where a forecast's older cached tensors are kept (``apply(..., history=...)``).
+
+    Only the newest entry of a segment's / unit's history is read on every reuse step; the older
+    ones (``forecast_order`` of them, 2 for FoCa, 1 for ERTACache's linear correction) are read
+    only when a forecast combines them. They can live elsewhere:
+
+    Args:
+        where: "device" (default: beside the newest) or "host": CPU memory, pinned when the stream
+            is on CUDA, copied out with ``non_blocking=True`` when an entry becomes second-newest and
+            back (asynchronously, on the current stream) when a reuse step forecasts. On a CPU
+            model the two are the same memory.
+        dtype: None (the stream's dtype, default) or torch.bfloat16 / torch.float16: older entries
+            of wider floating dtypes are stored in it and brought back to the stream's dtype when a
+            forecast combines them (bf16 keeps fp32's range; fp16 overflows above 65504).
+
+    ``HistoryStorage()`` is today's behaviour exactly; plain reuse (depth 1) never has an older
+    entry, so it is unaffected (bit-exact) whatever this says.
+    """
+
+    where: str = "device"
+    dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.where not in ("device", "host"):
+            raise ValueError(f"cachekit: history where must be 'device' or 'host', got {self.where!r}")
+        if self.dtype is not None and self.dtype not in _LOWER.values():
+            raise ValueError(f"cachekit: history dtype must be None, torch.bfloat16 or torch.float16, got {self.dtype!r}")
+
+    @classmethod
+    def parse(cls, value: "HistoryStorage | str | None") -> "HistoryStorage":
+        """None / "device"; "host"; "bf16" / "fp16"; "host+bf16"; or a HistoryStorage."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split("+")]
+            where = "host" if "host" in parts else "device"
+            lower = [p for p in parts if p in _LOWER]
+            rest = [p for p in parts if p not in _LOWER and p not in ("host", "device")]
+            if not rest and len(lower) <= 1 and len(parts) == len(set(parts)):
+                return cls(where, _LOWER[lower[0]] if lower else None)
+        raise ValueError(f"cachekit: history must be None, 'device', 'host', 'bf16', 'fp16', 'host+bf16' "
+                         f"(or 'host+fp16') or a cachekit.HistoryStorage, got {value!r}")
+
+    @property
+    def is_default(self) -> bool:
+        return self.where == "device" and self.dtype is None
+
+    def lowers(self, t: torch.Tensor) -> bool:
+        return self.dtype is not None and t.is_floating_point() and t.element_size() > self.dtype.itemsize
+
+    def stored_bytes(self, t: torch.Tensor) -> int:
+        """Bytes an older entry's tensor takes once stored here."""
+        return t.numel() * (self.dtype.itemsize if self.lowers(t) else t.element_size())
+
+    def demote(self, payload: Any) -> "DemotedEntry":
+        return DemotedEntry(_map_tensors(payload, self._demote_tensor))
+
+    def _demote_tensor(self, t: torch.Tensor) -> tuple:
+        origin = (t.device, t.dtype)
+        if self.lowers(t):
+            t = t.to(self.dtype)
+        if self.where == "host" and t.device.type != "cpu":
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+            t = host.copy_(t, non_blocking=True)
+        return _Stored(t, *origin)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """One tensor of an older history entry, as stored, and where / in which dtype it was made."""
+
+    tensor: torch.Tensor
+    device: torch.device
+    dtype: torch.dtype
+
+    def restore(self) -> torch.Tensor:
+        t = self.tensor
+        if t.device != self.device:
+            t = t.to(self.device, non_blocking=True)
+        return t if t.dtype == self.dtype else t.to(self.dtype)
+
+
+@dataclass(frozen=True)
+class DemotedEntry:
+    """An older history entry's payload with its tensors replaced by ``_Stored`` ones."""
+
+    payload: Any
+
+    def restore(self) -> Any:
+        return _map_tensors(self.payload, _Stored.restore, leaf=_Stored)
+
+
+def _map_tensors(payload: Any, fn: Callable, leaf: type = torch.Tensor) -> Any:
+    if isinstance(payload, leaf):
+        return fn(payload)
+    if isinstance(payload, dict):
+        return {k: _map_tensors(v, fn, leaf) for k, v in payload.items()}
+    if isinstance(payload, tuple):
+        return tuple(_map_tensors(v, fn, leaf) for v in payload)
+    if isinstance(payload, list):
+        return [_map_tensors(v, fn, leaf) for v in payload]
+    return payload
+
+
+class _RestoredEntries(Sequence):
+    """A history list as the paths read it: older entries brought back (device, dtype) on first
+    access, kept by this view only, so the copies live as long as the reuse step that reads them."""
+
+    def __init__(self, entries: list) -> None:
+        self._entries = entries
+        self._restored: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i not in self._restored:
+            step, payload = self._entries[i]
+            self._restored[i] = (step, payload.restore() if isinstance(payload, DemotedEntry) else payload)
+        return self._restored[i]
+
+    def __iter__(self) -> Iterator:
+        return (self[i] for i in range(len(self)))
+
+
+class StoredHistory(dict):
+    """``BranchState.history`` when older entries are stored elsewhere (``HistoryStorage``): the
+    stored lists stay as they are; ``get`` hands the paths a view that restores on access."""
+
+    def get(self, k: Any, default: Any = None) -> Any:
+        entries = dict.get(self, k)
+        if entries is None:
+            return default
+        return _RestoredEntries(entries) if any(isinstance(p, DemotedEntry) for _, p in entries) else entries
+
+
+def payload_bytes(payload: Any) -> int:
+    """Bytes of every tensor in a payload (as stored, for an older entry)."""
+    return sum(t.numel() * t.element_size() for t in payload_tensors(payload))
+
+
+def unique_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of these tensors, each counted once (a residual may also sit in a method's scratch)."""
+    return sum({id(t): t.numel() * t.element_size() for t in tensors}.values())
+
+
+def payload_tensors(payload: Any) -> list[torch.Tensor]:
+    """Every tensor in a cached payload (tensors, dicts, tuples, lists; a stored older entry's as stored)."""
+    if isinstance(payload, torch.Tensor):
+        return [payload]
+    if isinstance(payload, (DemotedEntry, _Stored)):
+        return payload_tensors(payload.payload if isinstance(payload, DemotedEntry) else payload.tensor)
+    if isinstance(payload, dict):
+        return [t for v in payload.values() for t in payload_tensors(v)]
+    if isinstance(payload, (tuple, list)):
+        return [t for v in payload for t in payload_tensors(v)]
+    return []
