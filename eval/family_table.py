@@ -41,6 +41,7 @@ methods, the default among them, cache both lists.
 
 Refiners and lists outside the block ranges, and why (shares are estimates from the sources' block
 counts and token counts at published sizes, not measurements):
+
 - Lumina2, Z-Image: `context_refiner` (text, no timestep: the same at every step, <1% of a step)
   and `noise_refiner` (image tokens, timestep-modulated, about 6-7% of the main stack) run before
   the joint `layers` on other streams; a block range spanning them would pass the main stream's
