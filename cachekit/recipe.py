@@ -33,6 +33,18 @@ DEFAULT_RECIPE = "default"
 
 @dataclass(frozen=True)
 class Recipe:
+    """A loaded recipe: the config it names and where its numbers come from.
+
+    Attributes:
+        name: the recipe's name (the file name without ``.yaml`` unless the file gives one).
+        config: the method's config, built from ``method`` and ``settings`` and checked.
+        models: model class names ``cachekit.apply(pipe)`` picks this recipe for.
+        source: where the settings come from: a published figure, or the command that measured them.
+        measured: free-form results (tuning and calibration tools write them).
+        notes: anything else the file says.
+        path: the file it was read from.
+    """
+
     name: str
     config: CacheConfig
     models: tuple[str, ...] = ()
