@@ -10,7 +10,7 @@ context parallelism (one generation, the sequence split across processes).
 random-weight tiny Flux instead, which is how this file is checked on CPU (gloo; on a CPU-only torch
 ``torch.accelerator.device_count`` is patched to 1, as diffusers needs a device per rank).
 
-What cachekit does in each mode (README "Multi-process inference"):
+What cachekit does in each mode (docs/multi_gpu.md):
 - data: nothing across processes. Each process applies cachekit to its own pipeline; no
   collective is ever issued, so uneven splits cannot hang.
 - context: decisions that read statistics (EasyCache, BlockDrift) all-reduce one packed

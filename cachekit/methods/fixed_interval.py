@@ -62,7 +62,7 @@ class FixedIntervalConfig(CacheConfig):
         warmup: the first steps, always recomputed (early steps move the latent most).
         final_steps: the last steps, always recomputed (they set fine detail); needs the number of
             steps, known from a diffusers pipeline or ``cachekit.reset(module, num_steps=...)``.
-        units: cache sub-block units (attention / FFN outputs, see README "Sub-block units")
+        units: cache sub-block units (attention / FFN outputs, see docs/methods.md, "Sub-block units")
             instead of the block-stack residual: the blocks' norms, AdaLN modulation and gates
             still run every step on the current input, so a reused (or forecast) unit output is
             re-modulated for the current timestep. With ``forecast="taylor"`` this is TaylorSeer's
