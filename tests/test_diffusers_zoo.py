@@ -27,7 +27,7 @@ REUSE = FixedIntervalConfig(interval=2, warmup=1)
 N = 6   # calls per generation, the timestep falling from call to call
 
 #: (class name, reason) of the classes whose block-range methods are refused by design, with the
-#: line the README's family table gives; unit-level methods (the default, BAC) run on them.
+#: line docs/families.md gives; unit-level methods (the default, BAC) run on them.
 SEGMENTS_REFUSED = {"LatteTransformer3DModel": "spatial and temporal blocks alternate"}
 
 

@@ -1,7 +1,7 @@
-"""The README's works-with setups on the newest pipelines: Flux2 and Wan 2.2 image-to-video (two
-experts), tiny offline builds (tests/tiny_new_pipelines.py). Offload (model CPU offload, group
-offload) in either order, a LoRA adapter loaded and fused, and ``compile=True``: each gives the
-cached run's output with caching really active, and ``remove`` the uncached one."""
+"""The works-with setups (docs/compatibility.md) on the newest pipelines: Flux2 and Wan 2.2
+image-to-video (two experts), tiny offline builds (tests/tiny_new_pipelines.py). Offload (model CPU
+offload, group offload) in either order, a LoRA adapter loaded and fused, and ``compile=True``: each
+gives the cached run's output with caching really active, and ``remove`` the uncached one."""
 
 import pytest
 import torch
