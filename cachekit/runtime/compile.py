@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from . import interop
+
 # torch.compile's keyword arguments that ``apply(compile=dict(...))`` passes through.
 COMPILE_KEYS = ("fullgraph", "dynamic", "backend", "mode", "options")
 # torch.compile modes that capture CUDA graphs (inductor's "max-autotune" turns them on too)
@@ -92,9 +94,7 @@ def frame_setter(version: str | None = None) -> Callable | None:
     v = TorchVersion(version or torch.__version__)
     if not (FRAME_HOLE_TORCH[0] <= v < FRAME_HOLE_TORCH[1]):
         return None
-    module = getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None)  # an attribute, not importable, on 2.4
-    setter = getattr(module, "set_eval_frame", None)
-    return setter if callable(setter) else None
+    return interop.torch_set_eval_frame()
 
 
 def eager_only(impl: Callable, setter: Callable | None | bool = True) -> Callable:

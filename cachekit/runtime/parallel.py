@@ -9,8 +9,9 @@ in data-parallel ranks, and a mean of per-rank means is biased when shards diffe
 Here every statistic a decision reads is a mean over this rank's part of the main stream; the one
 host read of a decision (``SegmentContext.read``) packs them as sums and the element count,
 ``[sum_1, ..., sum_k, n]`` in float64, and all-reduces that with ``SUM`` on the model's own
-context-parallel group (``model._parallel_config``'s flattened mesh), once per decision, on every
-rank: every rank reaches the same read at the same decision, because what leads there depends on
+context-parallel group (the flattened mesh of diffusers' parallel config,
+``interop.context_parallel_mesh``), once per decision, on every rank: every rank reaches the same
+read at the same decision, because what leads there depends on
 step indices and shapes only, which ranks share. The decision then equals the single-process one
 up to summation order. A model that is not parallelised (pure data parallelism) issues no
 collective at all. Step-indexed methods (fixed interval, BAC, ERTACache) read nothing.
@@ -21,13 +22,14 @@ from __future__ import annotations
 from typing import Any, Hashable
 
 import torch
+
+from . import interop
 from ..errors import RankMismatchError  # noqa: F401 - defined in errors.py, importable here as before
 
 
 def context_parallel_group(model: Any) -> Any:
     """The process group of the model's context parallelism, or None when it has none."""
-    cp = getattr(getattr(model, "_parallel_config", None), "context_parallel_config", None)
-    mesh = getattr(cp, "_flattened_mesh", None)
+    mesh = interop.context_parallel_mesh(model)
     if mesh is None:
         return None
     group = mesh.get_group()

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from . import interop
+
 _MISSING = object()
 
 
@@ -80,16 +82,11 @@ def calls_into(obj: object, name: str, target: Callable) -> bool:
         if f is target:
             return True
         seen.add(id(f))
-        if name == "forward" and _accelerate_hooked(obj) and f is vars(obj).get("forward"):
-            f = vars(obj).get("_old_forward")   # what accelerate's wrapper really calls
+        if name == "forward" and interop.accelerate_hooked(obj) and f is vars(obj).get("forward"):
+            f = interop.accelerate_old_forward(obj)   # what accelerate's wrapper really calls
         else:
             f = getattr(f, "__wrapped__", None)
     return False
-
-
-def _accelerate_hooked(obj: object) -> bool:
-    d = vars(obj) if hasattr(obj, "__dict__") else {}
-    return "_hf_hook" in d and "_old_forward" in d
 
 
 class InstancePatches:
@@ -116,9 +113,9 @@ class InstancePatches:
     def rewrap_under_accelerate(self, obj: object, impl: Callable[[Callable, tuple, dict], Any]) -> Callable | None:
         """accelerate's offload hook replaced ``forward`` over ours and calls ``obj._old_forward``:
         put our wrapper there (undone like any patch). None when ``obj`` has no such hook."""
-        if not _accelerate_hooked(obj):
+        if not interop.accelerate_hooked(obj):
             return None
-        return self.wrap(obj, "_old_forward", impl)
+        return self.wrap(obj, interop.ACCELERATE_OLD_FORWARD, impl)
 
     def undo(self) -> None:
         self.alive[0] = False
@@ -128,8 +125,8 @@ class InstancePatches:
             if current is not ours:
                 # wrapped over (or replaced) since: keep the other library's attribute; unlink ours
                 # from accelerate's chain, where it can be found
-                if name == "forward" and vars(obj).get("_old_forward") is ours:
-                    object.__setattr__(obj, "_old_forward", ours.__wrapped__)
+                if name == "forward" and interop.accelerate_old_forward(obj) is ours:
+                    interop.set_accelerate_old_forward(obj, ours.__wrapped__)
                 continue
             if getattr(previous, "__cachekit__", False):
                 previous = _live(previous, obj, name)
