@@ -255,3 +255,31 @@ def test_flux_dev_defaults_and_easycache_scratch_in_the_deciding_branch_only():
     w = estimate_cache_bytes("wan2.1-1.3b", EasyCacheConfig(), tokens=32760)
     one = 32760 * 1536 * 2
     assert w.per_branch == {"deciding": 4 * one, "each other": one} and w.total == 5 * one
+
+
+
+def test_each_method_reports_what_it_caches_and_the_estimate_reads_only_that(monkeypatch):
+    """The memory contract: a method's ``memory_needs`` (granularity, segments, history depth, its
+    own scratch tensors) is all ``estimate_cache_bytes`` knows of it."""
+    from cachekit import memory
+    from cachekit.config import method_for
+    from cachekit.methods import EasyCache, MemoryNeeds, ScratchTensors
+
+    assert method_for(EasyCacheConfig()).memory_needs(8) == MemoryNeeds("block", 1, ((0, 8),), (
+        ScratchTensors("EasyCache: last computed stack input and output", 2),
+        ScratchTensors("EasyCache: newest stack input", 1, held_at_end=False)))
+    drift = method_for(BlockDriftConfig(splits=3, predict=0.1)).memory_needs(12)
+    assert drift.segments == ((0, 1), (1, 5), (5, 9), (9, 12))   # the probe, 3 middle ranges (bn=0: no tail)
+    assert [t.count for t in drift.scratch] == [3, 2, 1]
+    units = method_for(FixedIntervalConfig(units=True, forecast="taylor", forecast_order=2)).memory_needs(8)
+    assert units == MemoryNeeds("unit", 3, (), ())
+
+    class Quiet(EasyCache):   # the same method, claiming no scratch: the estimate follows the claim
+        def scratch_tensors(self):
+            return ()
+
+    e = estimate_cache_bytes("wan2.1-1.3b", EasyCacheConfig(), tokens=100)
+    monkeypatch.setattr(memory, "method_for", Quiet)
+    quiet = estimate_cache_bytes("wan2.1-1.3b", EasyCacheConfig(), tokens=100)
+    assert dataclasses.replace(e, parts=tuple(p for p in e.parts if not p.what.startswith("EasyCache"))) == quiet
+    assert e.total - quiet.total == 3 * 100 * 1536 * 2   # 3 main-stream bf16 tensors, deciding branch only

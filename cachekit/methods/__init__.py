@@ -1,12 +1,12 @@
 """Cache methods, one file each; importing this package registers them by config class."""
 
 from .bac import BAC, BACConfig
-from .base import CacheMethod, SegmentContext, SegmentOutput, StepContext
+from .base import CacheMethod, MemoryNeeds, ScratchTensors, SegmentContext, SegmentOutput, StepContext
 from .block_drift import BlockDrift, BlockDriftConfig
 from .easycache import EasyCache, EasyCacheConfig
 from .ertacache import ERTACache, ERTACacheConfig
 from .fixed_interval import FixedInterval, FixedIntervalConfig
 from .schedule import Schedule, ScheduleConfig
 
-__all__ = ["BAC", "BACConfig", "BlockDrift", "BlockDriftConfig", "CacheMethod", "SegmentContext", "SegmentOutput", "StepContext", "EasyCache", "EasyCacheConfig", "ERTACache", "ERTACacheConfig", "FixedInterval",
+__all__ = ["BAC", "BACConfig", "BlockDrift", "BlockDriftConfig", "CacheMethod", "MemoryNeeds", "ScratchTensors", "SegmentContext", "SegmentOutput", "StepContext", "EasyCache", "EasyCacheConfig", "ERTACache", "ERTACacheConfig", "FixedInterval",
            "FixedIntervalConfig", "Schedule", "ScheduleConfig"]

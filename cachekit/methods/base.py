@@ -112,6 +112,43 @@ class SegmentOutput:
     drift: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class ScratchTensors:
+    """Tensors the size of one main-stream tensor that a method keeps in its own per-branch state.
+
+    Args:
+        what: what they are, as ``cachekit.estimate_cache_bytes`` prints them.
+        count: how many.
+        held_at_end: still held after a generation whose last step computed (a tensor kept only
+            for the next step's decision is dropped then).
+    """
+
+    what: str
+    count: int
+    held_at_end: bool = True
+
+
+@dataclass(frozen=True)
+class MemoryNeeds:
+    """What a method makes the runtime cache, per CFG branch: the contract ``cachekit.memory`` reads
+    (it never looks at a method's name or config).
+
+    Args:
+        granularity: "block": one residual per segment and stream its last block returns; "unit":
+            one output per sub-block unit.
+        history_depth: cached entries kept per segment / unit and branch (1 = plain reuse; a
+            forecast keeps its older entries too).
+        segments: the block path's segments of the stack (``CacheMethod.segments``); () for units.
+        scratch: the method's own main-stream tensors, kept in the deciding branch (the first of a
+            step) only, since followers copy its decisions.
+    """
+
+    granularity: str
+    history_depth: int
+    segments: Segments = ()
+    scratch: tuple[ScratchTensors, ...] = ()
+
+
 class CacheMethod:
     """Base class. Subclasses override ``decide`` and, when they learn from computed steps,
     ``observe`` (segments) or ``observe_unit`` (units). The default segmentation is the whole
@@ -150,6 +187,16 @@ class CacheMethod:
         from .forecast import history_depth
 
         return history_depth(getattr(self.config, "forecast", "none"), getattr(self.config, "forecast_order", 0))
+
+    def scratch_tensors(self) -> tuple[ScratchTensors, ...]:
+        """Main-stream-sized tensors this method keeps in its per-branch state (default: none)."""
+        return ()
+
+    def memory_needs(self, num_blocks: int) -> MemoryNeeds:
+        """What this method makes the runtime cache on a stack of ``num_blocks`` blocks."""
+        block = self.granularity == "block"
+        return MemoryNeeds(self.granularity, self.history_depth, self.segments(num_blocks) if block else (),
+                           self.scratch_tensors())
 
     def reuse_weights(self, ctx: StepContext, steps: tuple[int, ...]) -> tuple[float, ...]:
         """Weights of the cached tensors computed at ``steps`` (newest first) on a reuse step:

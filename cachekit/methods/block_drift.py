@@ -28,7 +28,7 @@ import torch
 
 from ..config import CacheConfig, ConfigError, register_method, spec
 from ..kernels import drift_stats
-from .base import CacheMethod, SegmentContext, SegmentOutput, Segments
+from .base import CacheMethod, ScratchTensors, SegmentContext, SegmentOutput, Segments
 from .easycache import easycache_compute, transformation_rate
 
 
@@ -129,6 +129,15 @@ class BlockDrift(CacheMethod):
         segs = split_ranges(num_blocks, c.fn, c.bn, len(c.range_thresholds))
         self._middle = range(1, 1 + len(c.range_thresholds))
         return segs
+
+    def scratch_tensors(self) -> tuple[ScratchTensors, ...]:
+        # at most one probe residual per middle range (dropped once the last step computed all);
+        # with predict, EasyCache's rule on the stack input keeps its last full input and output
+        out = (ScratchTensors("BlockDrift: probe residual references", len(self.config.range_thresholds), False),)
+        if self.config.predict > 0:
+            out += (ScratchTensors("BlockDrift predict: last full input and output", 2),
+                    ScratchTensors("BlockDrift predict: newest input", 1, held_at_end=False))
+        return out
 
     def _forced(self, ctx: SegmentContext) -> bool:
         c = self.config

@@ -21,7 +21,7 @@ import torch
 
 from ..config import CacheConfig, register_method, spec
 from ..kernels import drift_stats
-from .base import CacheMethod, SegmentContext, SegmentOutput
+from .base import CacheMethod, ScratchTensors, SegmentContext, SegmentOutput
 
 
 def transformation_rate(output_change: float, input_change: float) -> float:
@@ -79,6 +79,11 @@ class EasyCache(CacheMethod):
     tensor and ``decide`` reads it back together with the input change in one ``.tolist()``, so a
     step costs at most one device-to-host sync (none in warm-up and at the last step, where the rule
     never reuses). Read eagerly, the same rule took four syncs per computed step."""
+
+    def scratch_tensors(self) -> tuple[ScratchTensors, ...]:
+        # x_last / v_last stay after the last (computed) step; prev_x only serves the next decision
+        return (ScratchTensors("EasyCache: last computed stack input and output", 2),
+                ScratchTensors("EasyCache: newest stack input", 1, held_at_end=False))
 
     def decide(self, ctx: SegmentContext) -> bool:
         st, x = ctx.state, ctx.inputs[ctx.main_stream]
