@@ -228,7 +228,7 @@ CONFIGS: dict[str, tuple[str, Callable]] = {
 
 #: entries whose timestep argument has a name of its own: written only once both the zoo harness
 #: (tests/diffusers_zoo.py TIMESTEP_KEYS, which moves the timestep from call to call) and discovery
-#: (cachekit/adapters/discover.py, which finds it by name to start a generation again) know the name.
+#: (cachekit/adapters/observation.py, which finds it by name to start a generation again) know the name.
 #: Otherwise every call of the zoo has the same time, so the registered layout sees one step (nothing
 #: reused), and discovery sees no timestep, so the second generation continues the first.
 TIMESTEP_ARGS = {"RFD4ProteinaTransformer": "bb_ca_time", "T5FilmDecoder": "decoder_noise_time"}
@@ -238,10 +238,10 @@ def _timestep_names() -> tuple[set, set]:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     try:
         import diffusers_zoo
-        from cachekit.adapters import discover
+        from cachekit.adapters import observation
     finally:
         del sys.path[:2]
-    return set(diffusers_zoo.TIMESTEP_KEYS), set(discover._TIMESTEP_NAMES)
+    return set(diffusers_zoo.TIMESTEP_KEYS), set(observation.TIMESTEP_NAMES)
 
 
 def _unsupported_timesteps() -> dict[str, str]:
@@ -249,7 +249,7 @@ def _unsupported_timesteps() -> dict[str, str]:
     out = {}
     for name, arg in TIMESTEP_ARGS.items():
         missing = [w for w, names in (("tests/diffusers_zoo.py TIMESTEP_KEYS", zoo),
-                                      ("cachekit/adapters/discover.py _TIMESTEP_NAMES", found)) if arg not in names]
+                                      ("cachekit/adapters/observation.py TIMESTEP_NAMES", found)) if arg not in names]
         if missing:
             out[name] = (f"config ready ({CONFIGS[name][1].__name__}), not written: its timestep argument "
                          f"{arg!r} is not in {' nor '.join(missing)}")

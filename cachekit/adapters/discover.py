@@ -1,9 +1,10 @@
 """Discovery: where the blocks of a model nobody registered are, from what one call executes.
 
 A model class without a registered layout (a diffusers class released after this table, a user's
-own DiT) is observed once: every child of every ``nn.ModuleList`` / ``nn.Sequential`` and the
-direct children of those are wrapped (on the instance, undone before returning) and the model
-runs one call. A list is a **block stack** when, in that call:
+own DiT) is observed once (``observation.py``: every child of every ``nn.ModuleList`` /
+``nn.Sequential`` and the direct children of those are wrapped on the instance, undone before
+returning, and the model runs one call); this module judges what was seen. A list is a **block
+stack** when, in that call:
 
 - every one of its blocks ran, exactly once, in list order (lists that do not run, or run in part:
   conditional containers, MoE experts, are not);
@@ -27,133 +28,21 @@ left out, in one line.
 
 from __future__ import annotations
 
-import inspect
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from .base import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, qualname
+from .observation import BlockCall, Observation, observe
 
 __all__ = ["observe", "propose_layout", "layout_from_observation", "layout_source", "Observation"]
 
 _ATTN = re.compile(r"attn|attention", re.I)
 _FFN = re.compile(r"^(ff|ffn|mlp|feed_forward|feedforward|moe)(_|\d|$)|feedforward|mlp|ffn|moe|swiglu", re.I)
 _STREAM_NAMES = ("hidden_states", "x", "hidden", "h", "tgt", "src", "sample", "latents")
-_TIMESTEP_NAMES = ("timestep", "timesteps", "t", "vision_timesteps", "sigma", "bb_ca_time", "decoder_noise_time")
-
-
-@dataclass
-class _Call:
-    """One call of one block of a candidate list, or of one direct child of a block."""
-
-    order: int
-    args: dict[str, Any]
-    out: Any
-    children: list[tuple[str, "_Call"]] = field(default_factory=list)
-
-
-@dataclass
-class Observation:
-    """What one model call executed: per candidate list, its blocks' calls in order."""
-
-    model: nn.Module
-    lists: dict[str, nn.Module]
-    calls: dict[str, list[tuple[int, _Call]]]     # list path -> [(block index, call)]
-    timestep_arg: str | None
-
-
-def _bind(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
-    try:
-        sig = inspect.signature(fn)
-        bound = sig.bind_partial(*args, **kwargs)
-    except (TypeError, ValueError):
-        return {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
-    out = {}
-    for name, value in bound.arguments.items():
-        kind = sig.parameters[name].kind
-        if kind == inspect.Parameter.VAR_KEYWORD:
-            out.update(value)
-        elif kind == inspect.Parameter.VAR_POSITIONAL:
-            out.update({f"{name}{i}": v for i, v in enumerate(value)})
-        else:
-            out[name] = value
-    return out
-
-
-def _containers(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m)}
-
-
-class _Patches:
-    def __init__(self) -> None:
-        self.undo: list[Callable[[], None]] = []
-
-    def wrap(self, module: nn.Module, make: Callable[[Callable], Callable]) -> None:
-        had = "forward" in vars(module)
-        old = vars(module).get("forward")
-        module.forward = make(module.forward)
-
-        def restore() -> None:
-            if had:
-                module.forward = old
-            else:
-                del module.forward
-        self.undo.append(restore)
-
-    def restore(self) -> None:
-        for fn in reversed(self.undo):
-            fn()
-        self.undo.clear()
-
-
-@torch.no_grad()
-def observe(model: nn.Module, run: Callable[[], Any]) -> Observation:
-    """Run ``run()`` (one call of ``model``) with every candidate block and its direct children
-    observed; every wrapper is removed before this returns."""
-    lists = _containers(model)
-    calls: dict[str, list[tuple[int, _Call]]] = {p: [] for p in lists}
-    stack: list[_Call] = []
-    counter = [0]
-    patches = _Patches()
-
-    def observer(record: Callable[[_Call], None], original: Callable) -> Callable:
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            call = _Call(counter[0], _bind(original, args, kwargs), None)
-            counter[0] += 1
-            record(call)
-            stack.append(call)
-            try:
-                call.out = original(*args, **kwargs)
-            finally:
-                stack.pop()
-            return call.out
-        return forward
-
-    try:
-        wrapped: set[int] = set()
-        for path, lst in lists.items():
-            for j, block in enumerate(lst):
-                if isinstance(block, (nn.ModuleList, nn.ModuleDict)):
-                    continue   # a list of lists: the inner lists are candidates themselves
-                patches.wrap(block, lambda orig, path=path, j=j: observer(
-                    lambda c: calls[path].append((j, c)), orig))
-                wrapped.add(id(block))
-        for path, lst in lists.items():
-            for block in lst:
-                for attr, child in block.named_children():
-                    if id(child) in wrapped or isinstance(child, (nn.ModuleList, nn.ModuleDict)):
-                        continue
-                    patches.wrap(child, lambda orig, attr=attr: observer(
-                        lambda c: stack[-1].children.append((attr, c)) if stack else None, orig))
-        run()
-    finally:
-        patches.restore()
-    params = inspect.signature(model.forward).parameters
-    ts = next((n for n in _TIMESTEP_NAMES if n in params), None)
-    return Observation(model, lists, calls, ts)
 
 
 def _tensors_of(out: Any) -> list[Any]:
@@ -233,7 +122,7 @@ class _Verdict:
     size: int = 0
 
 
-def _judge(path: str, lst: nn.Module, seen: list[tuple[int, _Call]]) -> _Verdict:
+def _judge(path: str, lst: nn.Module, seen: list[tuple[int, BlockCall]]) -> _Verdict:
     v = _Verdict(path)
     n = len(lst)
     if not seen:
@@ -320,7 +209,7 @@ def _unit_kind(attr: str, module: nn.Module) -> str | None:
     return None
 
 
-def _units(block: nn.Module, calls: list[_Call]) -> BlockUnits | None:
+def _units(block: nn.Module, calls: list[BlockCall]) -> BlockUnits | None:
     """Direct children called exactly once in every block call, named as attention / FFN, whose
     output is a tensor or a tuple of tensors."""
     counts = []
