@@ -16,6 +16,7 @@ is written beside it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -64,7 +65,7 @@ def run_once(cmd: list[str], busy: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="eval/results/demo_load", help="folder for README.md (default: %(default)s)")
+    ap.add_argument("--out", default="eval/results/demo_load", help="folder for README.md and runs.json (default: %(default)s)")
     ap.add_argument("--runs", type=int, default=2, help="runs per condition (default: %(default)s)")
     ap.add_argument("--load", type=int, default=os.cpu_count() or 2,
                     help="busy-loop processes in a loaded run (default: one per core, %(default)s)")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['wall_s']:.0f} s: {r['verdicts']}", flush=True)
             runs.append(r)
     (out / "README.md").write_text(markdown(runs, args, argv if argv is not None else sys.argv[1:]))
+    (out / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")
     print(f"wrote {out / 'README.md'}")
     return 0
 
@@ -123,10 +125,15 @@ def markdown(runs: list[dict], args: argparse.Namespace, argv: list[str]) -> str
                      + " | ".join(r["verdicts"].get(c, "-") for c in columns) + " |")
     lines.append("")
     for c in columns:
-        seen = {r["verdicts"].get(c) for r in runs}
-        lines.append(f"- {c}: " + (f"the same verdict in all {len(runs)} runs ({seen.pop()})." if len(seen) == 1 else
-                                   "the verdict differs between runs: " + ", ".join(
-                                       f"run {k + 1} {r['verdicts'].get(c)}" for k, r in enumerate(runs)) + "."))
+        said = []
+        for name, rs in (("loaded", [r for r in runs if r["busy"]]), ("quiet", [r for r in runs if not r["busy"]])):
+            seen = sorted({r["verdicts"].get(c, "-") for r in rs})
+            said.append(f"{name}: {seen[0]} in all {len(rs)} runs" if len(seen) == 1 else
+                        f"{name}: differs between runs ({', '.join(seen)})")
+        every = [r["verdicts"].get(c, "") for r in runs]
+        flip = any(v.startswith("beats") for v in every) and any(v.startswith("slower") for v in every)
+        lines.append(f"- {c}: " + "; ".join(said) + ". Beats in one run and slower in another: "
+                     + ("yes." if flip else "no."))
     for k, r in enumerate(runs):
         lines += ["", f"## Run {k + 1}: {'%d busy-loop processes' % r['busy'] if r['busy'] else 'no extra load'}", "",
                   f"`{r['command']}` ({r['wall_s']:.0f} s wall)", "", "```", r["table"], "```"]
