@@ -17,11 +17,12 @@ from .methods.base import CacheMethod
 from .recipe import load_recipe, recipe_for_model
 from .recording import DEFAULT_FEATURES, LEVELS, Recorder, Recording
 from .runtime.compile import compile_options
+from .runtime.tap import ForwardTap
 from .runtime.deferred import Deferred
 from .runtime.denoisers import Denoisers
 from .runtime.guards import _human
 from .runtime.session import SESSION_ATTR, Session
-from .runtime.state import HistoryStorage
+from .runtime.history import HistoryStorage
 from .runtime.stats import CacheStats
 from .errors import AlreadyAppliedError, NotAppliedError  # noqa: F401 - defined in errors.py, importable here as before
 
@@ -46,7 +47,7 @@ def _require_session(target: Any, verb: str) -> Session:
     return session
 
 
-#: ``quality=`` -> the packaged calibration-free preset (recipes/<name>.yaml; figures in the README)
+#: ``quality=`` -> the packaged calibration-free preset (recipes/<name>.yaml; figures in docs/usage.md and docs/default.md)
 QUALITY = {"fast": "fast", "balanced": "default", "high": "high"}
 
 
@@ -92,7 +93,7 @@ def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], la
         scheduler = getattr(pipe_or_target, "scheduler", None) if pipe_or_target is not None else None
         deferred = Deferred(model, owners, SESSION_ATTR,
                             lambda found: _install(target, method, found, compile_opts, component, **session_options),
-                            scheduler)
+                            scheduler, session_options.get("tap"))
         deferred.install()
         return deferred
     for block in resolved.blocks:
@@ -180,7 +181,7 @@ def _install_any(target: Any, config: Any, quality: str | None, layout: ModelLay
 def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *, quality: str | None = None,
           layout: ModelLayout | None = None, compile: bool | dict = False, max_cache_bytes: int | None = None,
           keep_cache: bool = False, check_ranks: bool | None = None,
-          history: HistoryStorage | str | None = None) -> Any:
+          history: HistoryStorage | str | None = None, tap: ForwardTap | None = None) -> Any:
     """Install caching hooks on ``target``'s transformer blocks; returns ``target``.
 
     Args:
@@ -194,7 +195,7 @@ def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *,
             gets the default); each denoiser counts steps from its own first step of a generation.
         quality: instead of ``config``, one of the calibration-free presets: "fast", "balanced"
             (the default), "high" (sub-block units with a Taylor forecast every 4th / 3rd / 2nd
-            step; measured speed and PSNR in the README).
+            step; measured speed and PSNR in docs/usage.md).
         layout: where the blocks are, for models cachekit does not know (or use
             ``cachekit.register_layout`` once for the class).
         compile: True to ``torch.compile`` each block's original forward (each sub-block unit's for
@@ -225,6 +226,9 @@ def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *,
             "host" (CPU memory, pinned on CUDA, copied asynchronously), "bf16" / "fp16" (stored in
             that precision, brought back to the stream's dtype when combined), "host+bf16", or a
             ``cachekit.HistoryStorage``. Plain reuse keeps no older entries and is unaffected.
+        tap: for calibration (``cachekit.calibration``): a ``ForwardTap`` the model's hook consults
+            first at every call, to count, record, or replay recorded outputs for the first calls
+            (LeMiCa's shared prefixes). One model only, not a pipeline with several denoisers.
 
     Nothing is changed when this raises. Hooks live on the instances only.
     """
@@ -239,9 +243,14 @@ def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *,
     if check_ranks is None:
         check_ranks = os.environ.get("CACHEKIT_CHECK_RANKS", "") == "1"
     storage = HistoryStorage.parse(history)
+    if tap is not None and not isinstance(tap, ForwardTap):
+        raise TypeError(f"cachekit.apply: tap must be a cachekit.runtime.tap.ForwardTap, got {type(tap).__name__}")
     options = dict(keep_cache=bool(keep_cache), max_cache_bytes=max_cache_bytes, check_ranks=bool(check_ranks),
-                   history=storage)
+                   history=storage, tap=tap)
     denoisers = [name for name, _ in find_denoisers(target)]
+    if len(denoisers) > 1 and tap is not None:
+        raise ConfigError(f"cachekit.apply: a tap follows one model; {type(target).__name__} has the denoisers "
+                          f"{', '.join(denoisers)}")
     if len(denoisers) > 1:
         _install_denoisers(target, denoisers, config, quality, layout, compile_opts, **options)
         return target
@@ -300,7 +309,8 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
     generation the callables run, as a fixed random subset of ``max_features`` elements (default
     4096 per unit, 16384 for the stack). The outputs are the uncached ones, bit for bit. Under
     context parallelism every rank returns rank 0's recording (of its shard), so plans agree. Planners
-    take the result: ``cachekit.planning.plan_bac(rec, ...)``, ``plan_erta(rec.arrays(), ...)``.
+    take the result: ``cachekit.planning.plan_bac(rec, ...)``, ``plan_erta(rec, ...)``; ``cachekit.calibration``
+    runs this and the planners in one call.
 
     Args:
         target: as for ``apply``; it must not have cachekit applied (the hooks are removed after).

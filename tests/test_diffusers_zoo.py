@@ -15,7 +15,7 @@ import torch
 
 import cachekit
 from cachekit import FixedIntervalConfig
-from cachekit.adapters.discover import propose_layout
+from cachekit import propose_layout
 from cachekit.adapters.registry import LAYOUTS
 
 import diffusers_zoo as Z

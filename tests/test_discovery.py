@@ -12,7 +12,7 @@ from torch import nn
 
 import cachekit
 from cachekit import FixedIntervalConfig
-from cachekit.adapters.discover import layout_source, propose_layout
+from cachekit import layout_source, propose_layout
 from tiny_pipelines import build, call_kwargs, output_tensor
 
 

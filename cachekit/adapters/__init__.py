@@ -17,13 +17,13 @@ from typing import Any, Callable
 from torch import nn
 
 from .base import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, get_path, qualname
-from .discover import _has_attention, layout_source, propose_layout
+from .discover import _has_attention, layout_source
 from .known import BLOCKS
 from .registry import is_registered, layout_for, register_layout, unregister_layout
 
 __all__ = ["BlockIO", "BlockUnits", "ModelLayout", "UnsupportedModelError", "Block", "Resolved", "resolve",
            "find_model", "find_denoisers", "denoiser_span", "qualname", "Unit", "find_units", "segment_blocks", "model_fingerprint", "register_layout",
-           "unregister_layout", "NeedsDiscovery", "propose_layout", "layout_source"]
+           "unregister_layout", "NeedsDiscovery", "layout_source"]
 
 
 class NeedsDiscovery(UnsupportedModelError):

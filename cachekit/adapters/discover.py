@@ -20,7 +20,8 @@ alternation) cannot be cut into segments and are refused. Sub-block units are th
 of a block called exactly once in every block call whose class or attribute names an attention or
 a feed-forward module.
 
-``propose_layout(model, *args, **kwargs)`` returns the ``ModelLayout`` and prints nothing;
+``cachekit.propose_layout(model, *args, **kwargs)`` (observing in ``runtime/observe.py``, judging
+here) returns the ``ModelLayout`` and prints nothing;
 ``layout_source(model_class, layout)`` writes the ``register_layout`` call that fixes it.
 Where discovery cannot decide, ``UnsupportedModelError`` lists every list it saw and why each was
 left out, in one line.
@@ -36,9 +37,9 @@ import torch
 from torch import nn
 
 from .base import BlockIO, BlockUnits, ModelLayout, UnsupportedModelError, qualname
-from .observation import BlockCall, Observation, observe
+from .observation import BlockCall, Observation
 
-__all__ = ["observe", "propose_layout", "layout_from_observation", "layout_source", "Observation"]
+__all__ = ["layout_from_observation", "layout_source", "Observation"]
 
 _ATTN = re.compile(r"attn|attention", re.I)
 _FFN = re.compile(r"^(ff|ffn|mlp|feed_forward|feedforward|moe)(_|\d|$)|feedforward|mlp|ffn|moe|swiglu", re.I)
@@ -294,17 +295,6 @@ def _hands_on(obs: Observation, a: _Verdict, b: _Verdict) -> bool:
     names = a.io.outputs or a.io.streams[:1]
     links = _links(last.out, first.args)
     return a.io.streams[0] == b.io.streams[0] and links.get(names.index(a.io.streams[0])) == a.io.streams[0]
-
-
-def propose_layout(model: nn.Module, *args: Any, **kwargs: Any) -> ModelLayout:
-    """Run ``model(*args, **kwargs)`` once (no grad, observed) and return the layout discovery
-    finds; raise ``UnsupportedModelError`` naming every list and why it was left out.
-
-    Example:
-        >>> layout = cachekit.propose_layout(transformer, **inputs)
-        >>> print(cachekit.layout_source(type(transformer), layout))
-    """
-    return layout_from_observation(observe(model, lambda: model(*args, **kwargs)))
 
 
 def _io_source(io: BlockIO) -> str:

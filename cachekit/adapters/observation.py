@@ -1,9 +1,10 @@
 """Observation: one model call run with every candidate block watched (the first half of discovery).
 
-Every child of every ``nn.ModuleList`` / ``nn.Sequential`` of the model, and the direct children of
-those, is wrapped on the instance (undone before ``observe`` returns, whatever the call does), and
-the model runs one call. What each call took (arguments bound to their names) and returned is kept
-in execution order, per list. Judging which lists are block stacks is ``discover.py``'s part.
+What one observed model call executed: every child of every ``nn.ModuleList`` / ``nn.Sequential``
+of the model, and the direct children of those, with what each call took (arguments bound to their
+names) and returned, in execution order, per list. The observing itself wraps ``forward`` on
+instances, so it lives with the runtime's other patches (``cachekit/runtime/observe.py``); judging
+which lists are block stacks is ``discover.py``'s part. This module holds the data both share.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
-__all__ = ["BlockCall", "Observation", "TIMESTEP_NAMES", "observe"]
+__all__ = ["BlockCall", "Observation", "TIMESTEP_NAMES", "bind_arguments", "candidate_lists", "timestep_arg"]
 
 #: Names under which the model's timestep argument is found (``Observation.timestep_arg``), so that a
 #: discovered model can tell when a new generation starts.
@@ -42,7 +42,9 @@ class Observation:
     timestep_arg: str | None
 
 
-def _bind(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
+def bind_arguments(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """``fn``'s call arguments by parameter name (``*args`` / ``**kwargs`` flattened; ``argN``
+    where the signature cannot bind them)."""
     try:
         sig = inspect.signature(fn)
         bound = sig.bind_partial(*args, **kwargs)
@@ -60,74 +62,12 @@ def _bind(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
     return out
 
 
-def _containers(model: nn.Module) -> dict[str, nn.Module]:
+def candidate_lists(model: nn.Module) -> dict[str, nn.Module]:
+    """Every non-empty ``nn.ModuleList`` / ``nn.Sequential`` of ``model``, by path."""
     return {name: m for name, m in model.named_modules() if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m)}
 
 
-class _Patches:
-    def __init__(self) -> None:
-        self.undo: list[Callable[[], None]] = []
-
-    def wrap(self, module: nn.Module, make: Callable[[Callable], Callable]) -> None:
-        had = "forward" in vars(module)
-        old = vars(module).get("forward")
-        module.forward = make(module.forward)
-
-        def restore() -> None:
-            if had:
-                module.forward = old
-            else:
-                del module.forward
-        self.undo.append(restore)
-
-    def restore(self) -> None:
-        for fn in reversed(self.undo):
-            fn()
-        self.undo.clear()
-
-
-@torch.no_grad()
-def observe(model: nn.Module, run: Callable[[], Any]) -> Observation:
-    """Run ``run()`` (one call of ``model``) with every candidate block and its direct children
-    observed; every wrapper is removed before this returns."""
-    lists = _containers(model)
-    calls: dict[str, list[tuple[int, BlockCall]]] = {p: [] for p in lists}
-    stack: list[BlockCall] = []
-    counter = [0]
-    patches = _Patches()
-
-    def observer(record: Callable[[BlockCall], None], original: Callable) -> Callable:
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            call = BlockCall(counter[0], _bind(original, args, kwargs), None)
-            counter[0] += 1
-            record(call)
-            stack.append(call)
-            try:
-                call.out = original(*args, **kwargs)
-            finally:
-                stack.pop()
-            return call.out
-        return forward
-
-    try:
-        wrapped: set[int] = set()
-        for path, lst in lists.items():
-            for j, block in enumerate(lst):
-                if isinstance(block, (nn.ModuleList, nn.ModuleDict)):
-                    continue   # a list of lists: the inner lists are candidates themselves
-                patches.wrap(block, lambda orig, path=path, j=j: observer(
-                    lambda c: calls[path].append((j, c)), orig))
-                wrapped.add(id(block))
-        for path, lst in lists.items():
-            for block in lst:
-                for attr, child in block.named_children():
-                    if id(child) in wrapped or isinstance(child, (nn.ModuleList, nn.ModuleDict)):
-                        continue
-                    patches.wrap(child, lambda orig, attr=attr: observer(
-                        lambda c: stack[-1].children.append((attr, c)) if stack else None, orig))
-        run()
-    finally:
-        patches.restore()
+def timestep_arg(model: nn.Module) -> str | None:
+    """The name of ``model.forward``'s timestep parameter (one of ``TIMESTEP_NAMES``), or None."""
     params = inspect.signature(model.forward).parameters
-    ts = next((n for n in TIMESTEP_NAMES if n in params), None)
-    return Observation(model, lists, calls, ts)
+    return next((n for n in TIMESTEP_NAMES if n in params), None)

@@ -17,7 +17,8 @@ from typing import Any, Callable
 from torch import nn
 
 from ..adapters import ModelLayout, UnsupportedModelError
-from ..adapters.discover import layout_from_observation, layout_source, observe
+from ..adapters.discover import layout_from_observation, layout_source
+from .observe import observe
 from .patches import InstancePatches
 
 log = logging.getLogger("cachekit")
@@ -29,8 +30,9 @@ class Deferred:
     """Stands in for a ``Session`` until the first call; ``session`` is the real one afterwards."""
 
     def __init__(self, model: nn.Module, owners: list[object], attr: str,
-                 install: Callable[[ModelLayout], Any], scheduler: Any = None) -> None:
+                 install: Callable[[ModelLayout], Any], scheduler: Any = None, tap: Any = None) -> None:
         self.model, self.owners, self.attr, self._install = model, owners, attr, install
+        self.tap = tap   # calibration's ``runtime.tap.ForwardTap``: replayed calls discover nothing
         self.scheduler = scheduler
         self.session: Any = None
         self.layout: ModelLayout | None = None
@@ -60,6 +62,10 @@ class Deferred:
         return original(*args, **kwargs)
 
     def _first_call(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        if self.tap is not None:
+            replayed, out = self.tap.take_replayed()
+            if replayed:
+                return out
         try:
             obs = observe(self.model, lambda: original(*args, **kwargs))
             layout = layout_from_observation(obs)

@@ -23,15 +23,17 @@ from torch import nn
 
 from ..adapters import Block, Unit
 from ..methods.base import CacheMethod
-from . import guards
+from . import guards, interop
 from .compile import compiled_impl, eager_only
 from .parallel import StatsReader
 from .paths import Path
 from .patches import InstancePatches
 from .segments import SegmentPath
-from .state import Call, Generation, HistoryStorage
+from .history import HistoryStorage
+from .state import Call, Generation
 from .stats import CacheStats
 from .steps import Context, StepSource, TimestepReader
+from .tap import ForwardTap
 from .units import UnitPath
 
 SESSION_ATTR = "_cachekit_session"
@@ -44,24 +46,23 @@ def _beneath_diffusers_hooks(owner: object, attr: str) -> tuple[object, str]:
     parallelism splits Wan's sequence in the pre-forward of ``blocks.0``; block-level group offload
     loads weights there) is hooked beneath them, on the innermost forward they call, so cachekit
     sees what the block's own forward sees, as when ``apply`` came first."""
-    registry = vars(owner).get("_diffusers_hook") if attr == "forward" and hasattr(owner, "__dict__") else None
-    refs = getattr(registry, "_fn_refs", None)
-    if refs and getattr(refs[0], "original_forward", None) is None and callable(getattr(refs[0], "forward", None)):
-        return refs[0], "forward"
-    return owner, attr
+    inner = interop.diffusers_innermost_forward(owner) if attr == "forward" else None
+    return (inner, "forward") if inner is not None else (owner, attr)
 
 
 class Session:
     def __init__(self, method: CacheMethod, root: nn.Module, blocks: list[Block], timestep_arg: str | None,
                  scheduler: Any = None, units: list[Unit] | None = None, *, pipeline: Any = None,
                  keep_cache: bool = False, max_cache_bytes: int | None = None, check_ranks: bool = False,
-                 history: HistoryStorage | None = None, span: Callable[[], int | None] | None = None) -> None:
+                 history: HistoryStorage | None = None, span: Callable[[], int | None] | None = None,
+                 tap: ForwardTap | None = None) -> None:
         """``units`` (sub-block methods only): they replace the blocks as the plan's columns and
         as the places hooked. ``pipeline``: its ``scheduler`` attribute is followed if replaced.
         ``history``: where forecast history older than the newest entry is kept. ``span``: this
         model is one of several denoisers of the pipeline and may run only part of a generation;
         called at its first call of a generation, it returns how many steps it will run (None:
-        to the end); the method then counts steps from that first call (``Generation.offset``)."""
+        to the end); the method then counts steps from that first call (``Generation.offset``).
+        ``tap``: a ``runtime.tap.ForwardTap`` consulted first at every model call (calibration)."""
         self.method, self.root, self.scheduler, self.pipeline = method, root, scheduler, pipeline
         self.span = span
         # The default's fitting (api._fit): called with this session when a generation's cache would
@@ -86,9 +87,10 @@ class Session:
         self.previous: Generation | None = None
         self.gen: Generation | None = self._generation(method.num_steps)
         self.call: Call | None = None        # the model call in progress, if any
-        # planning.lemica replays the uncached model outputs of the first steps (not through the
-        # hooks): the first scheduler step then has no call to check
-        self.prefix_replayed = False
+        # calibration (LeMiCa's edges) replays the uncached model outputs of the first steps
+        # through the tap, before the caching logic: the first scheduler step has no call to check
+        self.tap = tap
+        self.prefix_replayed = tap is not None and tap.replays
         self.discovered = False   # the layout was found from the first call (runtime/deferred.py)
         self.context: Context | None = None  # diffusers cache_context in effect, if any
         self._patches = InstancePatches()
@@ -129,8 +131,8 @@ class Session:
         original it calls is compiled, and a ``.compile()`` already on ``owner`` is set aside."""
         where, name = _beneath_diffusers_hooks(owner, attr) if owner is not self.root else (owner, attr)
         if compile is not None:
-            if attr == "forward" and vars(owner).get("_compiled_call_impl") is not None:
-                self._patches.set(owner, "_compiled_call_impl", None)
+            if attr == "forward" and interop.compiled_call_impl(owner) is not None:
+                self._patches.set(owner, interop.TORCH_COMPILED_CALL_IMPL, None)
             impl = compiled_impl(impl, getattr(where, name), compile)
         impl = eager_only(impl)
         self._hooks.append(guards.Hooked(where, name, impl, self._patches.wrap(where, name, impl)))
@@ -268,6 +270,14 @@ class Session:
 
     # ---- model forward -------------------------------------------------------------------
     def _model_forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
+        if self.tap is None:
+            return self._refitting_forward(original, args, kwargs)
+        replayed, out = self.tap.take_replayed()
+        if replayed:
+            return out
+        return self.tap.run(lambda: self._refitting_forward(original, args, kwargs))
+
+    def _refitting_forward(self, original: Callable, args: tuple, kwargs: dict) -> Any:
         try:
             return self._forward(original, args, kwargs)
         except guards.CacheBudgetError:
