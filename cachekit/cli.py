@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import yaml
 
@@ -155,12 +155,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .adapters import find_model
-    from .api import record
-    from .planning import plan_bac
+    from .calibration import calibrate, save
     from .evaluation import load_workload
     from .evaluation.runner import environment
-    from .recipe import save_recipe
+    from .methods.schedule import ScheduleConfig
 
+    if args.method != "bac" and (args.fraction is None) == (args.max_error is None):
+        raise CLIError(f"cachekit calibrate --method {args.method}: give exactly one of --fraction and --max-error")
     if args.model == "policy":
         workload, runs, inputs = _policy_calibration(args)
     else:
@@ -168,103 +169,23 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         inputs = _inputs(args, "", workload)
         chunks = [inputs[i:i + args.batch_size] for i in range(0, len(inputs), args.batch_size)]
         runs = [(lambda c=c, s=s: workload.generate(c, s)) for s in args.seeds for c in chunks]
-    if args.method == "ertacache":
-        return _calibrate_erta(args, workload, runs, inputs)
-    if args.method == "lemica":
-        return _calibrate_lemica(args, workload, runs, inputs)
-    with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
-        rec = record(workload.target, runs, level="units", progress=bar)
-    cal = plan_bac(rec, updates=args.updates, top_n=args.top_n, metric=args.metric)
-    env = environment(args.command_line)
-    model_cls = type(find_model(workload.target)[0]).__name__
-    measured = {"calibration": {"updates": args.updates, "top_n": args.top_n, "metric": args.metric,
-                                "inputs": [str(i) for i in inputs], "seeds": list(args.seeds), "runs": cal.runs,
-                                "bubbled_units": cal.selected},
-                "steps": cal.config.num_steps, "model": workload.name, "device": env["device"]}
-    save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
-                source=f"calibrated by `{args.command_line}` ({env['device']})",
-                notes="BAC plan: Adaptive Caching Scheduler per unit + Bubbling Union (arXiv 2506.13456)")
-    frac = float(np.mean([len(s) for _, s in cal.config.plan])) / cal.config.num_steps
-    print(f"wrote {args.out}: {len(cal.config.plan)} units, {cal.config.num_steps} steps, mean recompute "
-          f"fraction {frac:.3f}; bubbled: {', '.join(cal.selected)}")
-    return 0
-
-
-def _calibrate_erta(args: argparse.Namespace, workload: Any, runs: list, inputs: list) -> int:
-    from tqdm.auto import tqdm
-
-    from .adapters import find_model
-    from .api import record
-    from .planning import plan_erta
-    from .evaluation.runner import environment
-    from .recipe import save_recipe
-
-    if (args.fraction is None) == (args.max_error is None):
-        raise SystemExit("cachekit calibrate --method ertacache: give exactly one of --fraction and --max-error")
-    with tqdm(total=len(runs), desc="calibrate", disable=args.quiet, unit="run") as bar:
-        rec = record(workload.target, runs, level="stack", progress=bar)
-    cal = plan_erta(rec.arrays(), rec.fingerprint, fraction=args.fraction, max_error=args.max_error, correction=args.correction,
-                    warmup=args.warmup, groups=rec.run_ids())
-    env = environment(args.command_line)
-    model_cls = type(find_model(workload.target)[0]).__name__
-    errs = list(cal.fit_error.values())
-    measured = {"calibration": {"fraction": args.fraction, "max_error": args.max_error, "correction": args.correction,
-                                "warmup": args.warmup, "inputs": [str(i) for i in inputs], "seeds": list(args.seeds),
-                                "recordings": cal.recordings, "computed_steps": cal.computed,
-                                "fit_error_mean": float(np.mean(errs)) if errs else 0.0,
-                                "fit_error_max": float(np.max(errs)) if errs else 0.0,
-                                # train vs held-out: leave-one-run-out error of the fit, and of the
-                                # calibration-free forecast it is pulled toward (ridge inf)
-                                "validation": {k: cal.validation.get(k) for k in
-                                               ("prior", "lam", "folds", "train_error", "heldout_error",
-                                                "prior_heldout_error")}},
-                "steps": cal.config.num_steps, "model": workload.name, "device": env["device"]}
-    save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
-                source=f"calibrated by `{args.command_line}` ({env['device']})",
-                notes="ERTACache: static reuse set from per-step residual profiling, per-step gamma (timestep "
-                      "adjustment) and beta (residual linearisation) fitted by least squares (cachekit.methods.ertacache)")
-    print(f"wrote {args.out}: computed fraction {cal.config.computed_fraction:.3f} ({len(cal.computed)} of "
-          f"{cal.config.num_steps} steps), fitted error mean {measured['calibration']['fit_error_mean']:.4f}")
-    return 0
-
-
-def _calibrate_lemica(args: argparse.Namespace, workload: Any, runs: list, inputs: list) -> int:
-    import time
-
-    from tqdm.auto import tqdm
-
-    from .adapters import find_model
-    from .evaluation.runner import environment
-    from .methods.schedule import ScheduleConfig
-    from .planning import choose_lemica, lemica_edges, plan_lemica
-    from .recipe import save_recipe
-
-    if (args.fraction is None) == (args.max_error is None):
-        raise CLIError("cachekit calibrate --method lemica: give exactly one of --fraction and --max-error")
-    template = ScheduleConfig(units=args.units, forecast=args.forecast)
+    options: dict[str, Any] = {
+        "bac": {"updates": args.updates, "top_n": args.top_n, "metric": args.metric},
+        "ertacache": {"correction": args.correction, "warmup": args.warmup},
+        "lemica": {} if args.max_error is not None else {"refine": args.refine},
+    }[args.method]
+    budget = {} if args.method == "bac" else {"fraction": args.fraction, "max_error": args.max_error}
     t0 = time.time()
-    with tqdm(desc="calibrate: edges", disable=args.quiet, unit="run") as bar:
-        table = lemica_edges(workload.target, runs, template=template, max_skip=args.max_skip, progress=bar)
-    # a budget: minimax or min-sum plan, whichever is closer to the uncached outputs on these runs
-    cal = (plan_lemica(table, max_error=args.max_error) if args.max_error is not None
-           else choose_lemica(workload.target, runs, table, fraction=args.fraction, refine=args.refine))
+    with tqdm(desc="calibrate", disable=args.quiet, unit="run", total=None if args.method == "lemica" else len(runs)) as bar:
+        cal = calibrate(workload.target, runs, args.method, progress=bar, max_skip=args.max_skip,
+                        template=ScheduleConfig(units=args.units, forecast=args.forecast), **budget, **options)
     env = environment(args.command_line)
-    model_cls = type(find_model(workload.target)[0]).__name__
-    measured = {"calibration": {"fraction": args.fraction, "max_error": args.max_error, "max_skip": args.max_skip,
-                                "inputs": [str(i) for i in inputs], "seeds": list(args.seeds), "runs": table.runs,
-                                "model_calls": table.model_calls, "model_calls_without_shared_prefixes": table.full_calls,
-                                "seconds": round(time.time() - t0, 1),
-                                "edge_errors": [round(e, 6) for e in cal.edge_errors],
-                                "predicted_max_edge_error": cal.predicted, "criterion": cal.criterion,
-                                "checked_final_error": cal.checked, "refine_sweeps": args.refine,
-                                "model_calls_to_choose": cal.refine_calls},
-                "steps": table.num_steps, "model": workload.name, "device": env["device"]}
-    save_recipe(cal.config, args.out, models=(model_cls,), measured=measured,
-                source=f"calibrated by `{args.command_line}` ({env['device']})",
-                notes="LeMiCa-style global schedule: edges weighted by the final output's mean absolute error, "
-                      "lexicographic minimax path (cachekit.planning.lemica)")
-    print(f"wrote {args.out}: {len(cal.computed)} of {table.num_steps} steps computed {cal.computed}; "
-          f"{table.model_calls} model calls ({table.full_calls} without shared prefixes)")
+    extra = {"seconds": round(time.time() - t0, 1)} if args.method == "lemica" else {}
+    save(cal, args.out, model_class=type(find_model(workload.target)[0]).__name__,
+         source=f"calibrated by `{args.command_line}` ({env['device']})",
+         calibration={"inputs": [str(i) for i in inputs], "seeds": list(args.seeds), **extra},
+         steps=cal.config.num_steps, model=workload.name, device=env["device"])
+    print(f"wrote {args.out}: {cal.summary}")
     return 0
 
 
@@ -297,7 +218,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.model == "policy":   # closed-loop episodes, not generations: its own module
         from .demo_policy import run_policy_demo
 
-        return run_policy_demo(out=args.out, repeats=max(args.repeats, 5))
+        return run_policy_demo(out=args.out, repeats=max(args.repeats or 5, 5))
     from .demo import run_demo
 
     return run_demo(out=args.out, steps=args.steps, repeats=args.repeats, recipe=args.recipe, model=args.model)
@@ -318,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "diffusion policy, needs the [metaworld] extra) (default: %(default)s)")
     d.add_argument("--out", default="cachekit-demo", help="output folder (default: %(default)s)")
     d.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default: %(default)s)")
-    d.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats (default: %(default)s)")
+    d.add_argument("--repeats", type=_positive_int, default=None,
+                   help="alternating timed rounds (default: 9; policy: 5)")
     d.add_argument("--recipe", default=None, help="recipe name or path (default: the model's: digits or video)")
     d.set_defaults(func=_cmd_demo)
 

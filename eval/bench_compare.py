@@ -48,7 +48,7 @@ from cachekit.evaluation.runner import applied, quality
 from cachekit.evaluation.sweep import grid_configs, pareto_front
 from cachekit.evaluation.timing import Pass, alternate
 from cachekit.methods.schedule import ScheduleConfig
-from cachekit.planning import choose_lemica, lemica_edges, plan_bac, plan_erta
+from cachekit.calibration import measure, plan
 
 #: method -> grid specs as ``cachekit sweep`` takes them (``sweep.grid_configs``); add a method
 #: here (or pass ``--cachekit method:key=spec:...``) to put it in the comparison.
@@ -143,23 +143,23 @@ def bench_steps(model: str, steps: int, args, log) -> list[dict]:
 
     def calibrate_bac(updates: list[int]) -> list[CacheConfig]:
         runs = wl.runs(calib_inputs, args.calib_seeds, calib_batch)
-        cfgs = [plan_bac(rec, updates=m, top_n=4).config for rec in [cachekit.record(wl.target, runs)]
+        cfgs = [plan(rec, updates=m, top_n=4).config for rec in [measure(wl.target, runs, "bac")]
                 for m in updates] if updates else []
         if args.erta_fractions:   # ERTACache plans from full runs on the same calibration seeds
-            rec = cachekit.record(wl.target, runs, level="stack")
-            cfgs += [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, groups=rec.run_ids()).config
-                     for f in args.erta_fractions]
+            rec = measure(wl.target, runs, "ertacache")
+            cfgs += [plan(rec, fraction=f).config for f in args.erta_fractions]
         if args.lemica_fractions:   # global schedules from final-output edge errors, same calibration runs
             t0 = time.time()
-            table = lemica_edges(wl.target, runs, template=ScheduleConfig(units=True, forecast="taylor"),
-                                 max_skip=max(4, round(steps / 6)))
+            edges = measure(wl.target, runs, "lemica", template=ScheduleConfig(units=True, forecast="taylor"),
+                            max_skip=max(4, round(steps / 6)))
+            table = edges.data
             log(f"  LeMiCa edges: {table.model_calls} model calls ({table.full_calls} without shared prefixes), "
                 f"{time.time() - t0:.0f} s")
             for f in args.lemica_fractions:   # minimax or min-sum, whichever is closer on the calibration runs
-                plan = choose_lemica(wl.target, runs, table, fraction=f, refine=args.lemica_refine)
-                log(f"  LeMiCa {f}: {plan.criterion} chosen; calibration errors "
-                    f"{ {k: round(v, 6) for k, v in plan.checked.items()} }; {plan.refine_calls} model calls to choose")
-                cfgs.append(plan.config)
+                lp = plan(edges, fraction=f, refine=args.lemica_refine).plan
+                log(f"  LeMiCa {f}: {lp.criterion} chosen; calibration errors "
+                    f"{ {k: round(v, 6) for k, v in lp.checked.items()} }; {lp.refine_calls} model calls to choose")
+                cfgs.append(lp.config)
         return cfgs
 
     for cfg in cachekit_configs(args.cachekit, steps, args.bac_recipe, args.bac_updates, calibrate_bac):

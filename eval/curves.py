@@ -76,8 +76,7 @@ def calibrated(workload, inputs, seeds, batch, methods) -> dict[str, list]:
             if "_erta_rec" not in out:
                 out["_erta_rec"] = cachekit.record(workload.target, runs, level="stack")
             rec = out["_erta_rec"]
-            out[name] = [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, correction=corr,
-                                   groups=rec.run_ids()).config
+            out[name] = [plan_erta(rec, fraction=f, correction=corr).config
                          for f in CALIBRATED_FRACTIONS]
     out.pop("_erta_rec", None)
     return out

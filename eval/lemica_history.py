@@ -26,8 +26,9 @@ from cachekit import api
 from cachekit.evaluation import load_workload
 from cachekit.evaluation.runner import environment
 from cachekit.methods.schedule import ScheduleConfig
-from cachekit.planning import lemica_edges, plan_lemica
-from cachekit.planning.lemica import CRITERIA, _error
+from cachekit.calibration import _error, lemica_edges
+from cachekit.planning import plan_lemica
+from cachekit.planning.lemica import CRITERIA
 
 
 def main() -> int:

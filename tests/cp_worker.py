@@ -108,7 +108,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list, mode: st
             runs = [lambda: run(family, pipe)]
             row["bac"] = plan_bac(cachekit.record(pipe, runs), updates=4).config
             stack = cachekit.record(pipe, runs, level="stack")
-            row["erta"] = plan_erta(stack.arrays(), stack.fingerprint, fraction=0.5).config
+            row["erta"] = plan_erta(stack, fraction=0.5).config
         else:
             if mode == "check":   # rank-local reads, as before: the check must name the disagreement
                 from cachekit.runtime import parallel as P

@@ -11,7 +11,8 @@ import torch
 import cachekit
 from cachekit import ConfigError, FixedIntervalConfig, ScheduleConfig
 from cachekit.methods.schedule import resample_steps
-from cachekit.planning import lemica_edges, plan_lemica
+from cachekit.calibration import choose_lemica, lemica_edges
+from cachekit.planning import plan_lemica
 from cachekit.planning.lemica import cheapest_path, minimax_path, path_errors
 from tiny_pipelines import build, call_kwargs, output_tensor
 
@@ -214,7 +215,6 @@ def test_minsum_path_by_hand():
 
 
 def test_choose_lemica_keeps_the_candidate_closest_on_the_calibration_runs(dit, edges):
-    from cachekit.planning import choose_lemica
 
     runs, t = edges
     plan = choose_lemica(dit, runs, t, budget=3)
@@ -230,7 +230,6 @@ def test_choose_lemica_keeps_the_candidate_closest_on_the_calibration_runs(dit, 
 
 
 def test_refined_plan_is_measured_no_worse_than_its_start(dit, edges):
-    from cachekit.planning import choose_lemica
 
     runs, t = edges
     start = choose_lemica(dit, runs, t, budget=3)

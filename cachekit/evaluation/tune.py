@@ -67,24 +67,17 @@ def calibrated_candidates(workload: Workload, methods: Sequence[str], inputs: Se
                           batch_size: int) -> list[CacheConfig]:
     """ERTACache plans and LeMiCa schedules made from runs of the calibration inputs (never the
     held-out ones)."""
+    from ..calibration import measure, plan
+
     runs = workload.runs(inputs, seeds, batch_size)
     out: list[CacheConfig] = []
     if "ertacache" in methods:
-        from ..api import record
-        from ..planning import plan_erta
-
-        rec = record(workload.target, runs, level="stack")
-        out += [plan_erta(rec.arrays(), rec.fingerprint, fraction=f, groups=rec.run_ids()).config
-                for f in SEARCH_SPACES["ertacache"]["fraction"]]
+        rec = measure(workload.target, runs, "ertacache")
+        out += [plan(rec, fraction=f).config for f in SEARCH_SPACES["ertacache"]["fraction"]]
     if "lemica" in methods:
-        from ..methods.schedule import ScheduleConfig
-        from ..planning import choose_lemica, lemica_edges
-
         steps = workload.steps or 50
-        table = lemica_edges(workload.target, runs, template=ScheduleConfig(units=True, forecast="taylor"),
-                             max_skip=max(4, round(steps / 6)))
-        out += [choose_lemica(workload.target, runs, table, fraction=f).config
-                for f in SEARCH_SPACES["lemica"]["fraction"]]
+        table = measure(workload.target, runs, "lemica", max_skip=max(4, round(steps / 6)))
+        out += [plan(table, fraction=f).config for f in SEARCH_SPACES["lemica"]["fraction"]]
     return out
 
 

@@ -1,8 +1,10 @@
 """Offline plans: pure functions of recorded arrays (``cachekit.record``) or of measured edge
-errors (``lemica_edges``), tested without a model. One file per planner."""
+errors (``cachekit.calibration.lemica_edges``), tested without a model. One file per planner.
+Nothing here runs a model: ``cachekit.calibration`` measures, then calls these."""
 
 from .bac import BACPlan, plan_bac
 from .ertacache import ERTAPlan, plan_erta
-from .lemica import EdgeTable, LeMiCaPlan, choose_lemica, lemica_edges, plan_lemica
+from .lemica import EdgeTable, LeMiCaPlan, candidate_paths, plan_for, plan_lemica
 
-__all__ = ["BACPlan", "plan_bac", "ERTAPlan", "plan_erta", "EdgeTable", "LeMiCaPlan", "lemica_edges", "plan_lemica", "choose_lemica"]
+__all__ = ["BACPlan", "plan_bac", "ERTAPlan", "plan_erta", "EdgeTable", "LeMiCaPlan", "plan_lemica", "plan_for",
+           "candidate_paths"]

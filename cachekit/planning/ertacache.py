@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..methods.ertacache import ERTACacheConfig, anchors
+from ..recording import Recording
 from .bac import acs_schedule
 
 
@@ -159,10 +160,14 @@ class ERTAPlan:
     validation: dict = field(default_factory=dict)
 
 
-def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: float | None = None,
+def plan_erta(recordings: Recording | list[np.ndarray], fingerprint: str = "", *, fraction: float | None = None,
               max_error: float | None = None, correction: str = "linear", warmup: int = 2,
               groups: Sequence[int] | None = None, prior: str = "taylor", ridge: float | None = None) -> ERTAPlan:
-    """Static reuse set for a computed ``fraction`` of steps, or the cheapest one whose worst reuse
+    """``recordings``: a stack recording (``cachekit.record(..., level="stack")``), taken whole as
+    ``plan_bac`` takes its unit recording (its arrays, fingerprint and run of each generation), or
+    the per-generation (T, features) arrays themselves (``Recording.arrays()``).
+
+    Static reuse set for a computed ``fraction`` of steps, or the cheapest one whose worst reuse
     step keeps a fitted relative squared error <= ``max_error``; then the per-step fit. The first
     ``warmup`` steps are always computed.
 
@@ -172,6 +177,13 @@ def plan_erta(recordings: list[np.ndarray], fingerprint: str = "", *, fraction: 
     strengths that include the prior itself, so the fit never does worse than the prior on the
     held-out runs. One run: the prior is used (nothing to validate a fit on). ``ridge`` fixes the
     strength instead (0: plain least squares, the unregularised fit)."""
+    if isinstance(recordings, Recording):
+        if recordings.level != "stack":
+            raise ValueError(f"plan_erta needs a recording of the block stack (level='stack'), "
+                             f"got level={recordings.level!r}")
+        fingerprint = fingerprint or recordings.fingerprint
+        groups = recordings.run_ids() if groups is None else groups
+        recordings = recordings.arrays()
     if (fraction is None) == (max_error is None):
         raise ValueError("plan_erta: give exactly one of fraction and max_error")
     T = recordings[0].shape[0]

@@ -7,8 +7,8 @@ mean absolute error of the *final output* of a generation in which only that seg
 every other step computed, against the uncached output, averaged over the calibration runs. The
 reuse mode is the one that will run (``template``: whole stack or sub-block units, held or forecast).
 
-``lemica_edges`` measures the weights (the only part that runs the model); the planners are pure
-functions of the table:
+``cachekit.calibration.lemica_edges`` measures the weights (running the model); the planners here
+are pure functions of the table:
 
 - ``minimax_path``: under a budget of B computed steps, the path whose edge weights, sorted largest
   first, are lexicographically smallest (LeMiCa's criterion: minimise the worst segment, then the
@@ -27,22 +27,21 @@ path's earlier nodes, which an edge weight cannot know. The edge run computes th
 on the uncached trajectory (k = the forecast's history depth - 1), so each edge is weighed with the
 densest history it could have. The plan's error can differ from its edges' errors (``LeMiCaPlan``
 keeps both: ``predicted`` is the largest edge weight; ``choose_lemica`` measures candidate plans
-themselves on the calibration runs and keeps the best).
+themselves on the calibration runs and keeps the best; the measured part is in
+``cachekit.calibration``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
-
 from ..methods.schedule import ScheduleConfig
 
-__all__ = ["EdgeTable", "LeMiCaPlan", "lemica_edges", "plan_lemica", "choose_lemica", "minimax_path", "minsum_path",
-           "cheapest_path", "path_errors", "uniform_path", "local_search"]
+__all__ = ["EdgeTable", "LeMiCaPlan", "plan_lemica", "plan_for", "candidate_paths", "minimax_path", "minsum_path",
+           "cheapest_path", "path_errors", "uniform_path", "local_search", "CRITERIA"]
 
 
 # ---- pure planners ------------------------------------------------------------------------------
@@ -269,199 +268,30 @@ def plan_lemica(table: EdgeTable, *, budget: int | None = None, fraction: float 
     return LeMiCaPlan(cfg, computed, errs, max(errs), criterion)
 
 
-def choose_lemica(target: Any, runs: Sequence[Callable[[], torch.Tensor]], table: EdgeTable, *,
-                  budget: int | None = None, fraction: float | None = None, refine: int = 0) -> LeMiCaPlan:
-    """Plan with each criterion, run every plan and the evenly spaced schedule of the same budget
-    on the calibration ``runs`` (those the table was measured on) and keep the one whose final
-    output is closest to the uncached one there; then ``refine`` sweeps of ``local_search`` on the
-    same runs (0: none).
+def plan_for(table: EdgeTable, computed: Sequence[int], criterion: str) -> LeMiCaPlan:
+    """The plan that computes ``computed`` (a candidate chosen by measuring it, or a refined one)."""
+    steps = sorted(int(c) for c in computed)
+    errs = path_errors(table.weights, steps)
+    cfg = dataclasses.replace(table.template, compute_steps=tuple(steps), num_steps=table.num_steps,
+                              model=table.fingerprint)
+    return LeMiCaPlan(cfg, steps, errs, max(errs), criterion)
+
+
+def candidate_paths(table: EdgeTable, *, budget: int | None = None, fraction: float | None = None
+                    ) -> list[tuple[str, list[int]]]:
+    """The plans worth measuring for one budget, in order of preference on ties: the minimax and the
+    min-sum paths, and the evenly spaced schedule of the same size when its gaps fit ``max_skip``.
 
     Why: an edge is weighed alone, with the densest forecast history, so the errors of a path's
     edges are neither independent nor measured with the history the plan will give them. On the
     digits DiT at 50 steps the minimax plan beat uniform spacing by 3-4 dB at fraction 0.36 but
-    lost to it by 3 dB at 0.5, where many edges of similar weight accumulate. Checking the
-    candidates costs one generation per candidate and run, a refinement sweep at most two per
-    computed step and run, on calibration inputs only (``refine_calls`` counts the model calls)."""
-    from .. import api
-    from ..adapters import find_model
-
-    if len(runs) != table.runs:
-        raise ValueError(f"choose_lemica: the table was measured on {table.runs} runs, got {len(runs)}")
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"choose_lemica: refine must be an int >= 0 (sweeps), got {refine!r}")
-    model, _ = find_model(target)
+    lost to it by 3 dB at 0.5, where many edges of similar weight accumulate: the calibration
+    measures every candidate (``cachekit.calibration.choose_lemica``)."""
     plans = [plan_lemica(table, budget=budget, fraction=fraction, criterion=c) for c in CRITERIA]
-    T = table.num_steps
-    calls = 0
-
-    def measure(computed: Sequence[int]) -> float:
-        nonlocal calls
-        cfg = dataclasses.replace(table.template, compute_steps=tuple(computed), num_steps=T, model=table.fingerprint)
-        api.apply(target, cfg)
-        try:
-            with _Forward(model) as fw:
-                err = float(np.mean([_error(run(), ref) for run, ref in zip(runs, table.uncached_outputs)]))
-        finally:
-            api.remove(target)
-        calls += fw.calls
-        return err
-
+    out = [(p.criterion, p.computed) for p in plans]
     n = len(plans[0].computed)
-    uniform = uniform_path(T, n)
-    nodes = [*uniform, T]
-    candidates = [(p.criterion, p.computed) for p in plans]
+    uniform = uniform_path(table.num_steps, n)
+    nodes = [*uniform, table.num_steps]
     if max(b - a for a, b in zip(nodes, nodes[1:])) <= table.max_skip and len(uniform) == n:
-        candidates.append(("uniform", uniform))
-    checked = {name: measure(steps) for name, steps in candidates}
-    name, steps = min(candidates, key=lambda c: (checked[c[0]], [k for k, _ in candidates].index(c[0])))
-    if refine:
-        steps, err, _ = local_search(steps, T, measure, sweeps=refine, max_skip=table.max_skip,
-                                     start_error=checked[name])
-        if err < checked[name]:
-            name = f"{name}+refined"
-            checked[name] = err
-    best = next((p for p in plans if p.criterion == name), None)
-    if best is None:
-        errs = path_errors(table.weights, steps)
-        cfg = dataclasses.replace(table.template, compute_steps=tuple(steps), num_steps=T, model=table.fingerprint)
-        best = LeMiCaPlan(cfg, list(steps), errs, max(errs), name)
-    best.checked = checked
-    best.refine_calls = calls
-    return best
-
-
-# ---- measuring the edges --------------------------------------------------------------------------
-def _clone(obj: Any) -> Any:
-    """A model output with every tensor copied (BaseOutput, tuples, dicts, tensors)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.clone()
-    if isinstance(obj, dict):   # diffusers' BaseOutput is an OrderedDict dataclass
-        values = {k: _clone(v) for k, v in obj.items()}
-        try:
-            return type(obj)(**values)
-        except TypeError:
-            return values
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_clone(v) for v in obj)
-    return obj
-
-
-class _Forward:
-    """Wraps ``model.forward`` (over cachekit's hook) for one run: counts calls, records outputs,
-    or hands back recorded ones for the first ``replay`` calls."""
-
-    def __init__(self, model: torch.nn.Module, record: bool = False, replay: Sequence[Any] = ()) -> None:
-        self.model, self.record, self.replay = model, record, list(replay)
-        self.outputs: list[Any] = []
-        self.calls = self.ran = 0
-
-    def __enter__(self) -> "_Forward":
-        self._saved = vars(self.model).get("forward")
-        inner = self.model.forward
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            k = self.calls
-            self.calls += 1
-            if k < len(self.replay):
-                return _clone(self.replay[k])
-            self.ran += 1
-            out = inner(*args, **kwargs)
-            if self.record:
-                self.outputs.append(_clone(out))
-            return out
-
-        self.model.forward = forward
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._saved is None:
-            del self.model.forward
-        else:
-            self.model.forward = self._saved
-
-
-def _error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().mean())
-
-
-def lemica_edges(target: Any, runs: Sequence[Callable[[], torch.Tensor]], *, template: ScheduleConfig | None = None,
-                 max_skip: int = 6, replay: bool = True, progress: Any = None) -> EdgeTable:
-    """Measure every edge's final-output error on ``runs`` (callables, each one generation returning
-    its output tensor, e.g. ``Workload.runs``): one uncached run each, then one run per edge and run.
-
-    Args:
-        target: as for ``cachekit.apply`` (cachekit must not be applied).
-        template: the reuse mode, e.g. ``ScheduleConfig(units=True, forecast="taylor")``.
-        max_skip: the longest edge (an edge of length L reuses L - 1 steps).
-        replay: share prefixes by replaying the uncached model outputs (pipelines whose scheduler
-            cachekit follows); False runs every edge from step 0.
-        progress: an object with ``update(n)`` and ``total`` (a tqdm bar), or None.
-    """
-    from .. import api
-    from ..adapters import find_model, model_fingerprint
-    from ..config import method_for
-    from ..methods import FixedIntervalConfig
-
-    template = template or ScheduleConfig()
-    if not isinstance(template, ScheduleConfig):
-        raise TypeError(f"lemica_edges: template must be a ScheduleConfig, got {type(template).__name__}")
-    if isinstance(max_skip, bool) or not isinstance(max_skip, int) or max_skip < 2:
-        raise ValueError(f"lemica_edges: max_skip must be an int >= 2 (1 reuses nothing), got {max_skip!r}")
-    runs = list(runs)
-    if not runs:
-        raise ValueError("lemica_edges: no runs")
-    model, _ = find_model(target)
-    depth = method_for(template).history_depth
-    # 1. uncached runs: outputs, the model's outputs per call, the step of each call
-    refs, calls_of, steps_of, calls = [], [], [], 0
-    for run in runs:
-        api.apply(target, FixedIntervalConfig(interval=1))   # computes everything; tells each call's step
-        try:
-            with _Forward(model, record=replay) as fw:
-                refs.append(run())
-            s = api.stats(target)
-        finally:
-            api.remove(target)
-        calls += fw.calls
-        calls_of.append(fw.outputs)
-        steps_of.append(np.asarray(s.steps))
-        if s.num_steps is None or len(set(s.steps.tolist())) != s.num_steps:
-            raise ValueError("lemica_edges: each run must be one generation whose number of steps cachekit knows "
-                             "(a pipeline call, or cachekit.reset(module, num_steps=...) inside the run)")
-    T = int(steps_of[0].max()) + 1
-    if any(int(st.max()) + 1 != T for st in steps_of):
-        raise ValueError("lemica_edges: the runs have different numbers of steps; use one step count")
-    edges = [(i, j) for i in range(T) for j in range(i + 2, min(i + max_skip, T) + 1)]
-    if progress is not None and getattr(progress, "total", None) is None:
-        progress.total = len(edges) * len(runs)
-    W = np.full((T, T + 1), np.inf)
-    for i in range(T):
-        W[i, i + 1] = 0.0
-    full = calls
-    fingerprint = model_fingerprint(model)
-    for i, j in edges:
-        compute = tuple(s for s in range(T) if not i < s < j)
-        cfg = dataclasses.replace(template, compute_steps=compute, num_steps=T, model="")
-        start = max(0, i - (depth - 1))     # the forecast's history: computed on the uncached trajectory
-        errs = []
-        for r, run in enumerate(runs):
-            n_replay = int(np.sum(steps_of[r] < start)) if replay else 0
-            api.apply(target, cfg)
-            try:
-                session = vars(model)["_cachekit_session"]
-                session.prefix_replayed = n_replay > 0
-                with _Forward(model, replay=calls_of[r][:n_replay]) as fw:
-                    out = run()
-                got = api.stats(target).steps
-            finally:
-                api.remove(target)
-            if n_replay and (len(got) == 0 or int(got[0]) != start):
-                raise RuntimeError(f"lemica_edges: replayed prefixes did not line up (first computed step "
-                                   f"{int(got[0]) if len(got) else None}, expected {start}); use replay=False")
-            calls += fw.ran
-            full += fw.calls
-            errs.append(_error(out, refs[r]))
-            if progress is not None:
-                progress.update(1)
-        W[i, j] = float(np.mean(errs))
-    return EdgeTable(W, T, max_skip, template, len(runs), calls, full, fingerprint, replay, refs)
+        out.append(("uniform", uniform))
+    return out

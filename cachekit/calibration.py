@@ -1,0 +1,386 @@
+"""Calibration: run the model on calibration inputs, plan offline, hand back a config (and a recipe).
+
+One route for every planner, used by ``cachekit calibrate``, ``cachekit tune``, the eval scripts
+and user code::
+
+    measured = measure(target, runs, "ertacache")              # runs the model (full compute)
+    cal = plan(measured, fraction=0.4)                          # pure: cachekit.planning
+    cal = calibrate(target, runs, "lemica", fraction=0.4)       # both at once
+    save(cal, "my_recipe.yaml", model_class="WanTransformer3DModel")
+
+What is measured per method:
+
+- ``"bac"`` and ``"ertacache"``: a recording of full-compute runs (``cachekit.record``: every
+  sub-block unit's output, or the stack's residual); their planners are pure functions of it.
+- ``"lemica"``: the final-output error of every edge of the step graph (``lemica_edges``: one run
+  per edge and calibration run, prefixes replayed through the runtime's ``ForwardTap``); the plan
+  for a budget is then chosen by measuring its candidates on the same runs (``choose_lemica``).
+
+This module is the only one above ``api`` that runs the model for a plan; ``cachekit.planning``
+imports neither ``api`` nor ``adapters``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import api
+from .adapters import find_model, model_fingerprint
+from .config import CacheConfig, method_for
+from .errors import ConfigError
+from .methods import FixedIntervalConfig
+from .methods.schedule import ScheduleConfig
+from .planning import plan_bac, plan_erta
+from .planning.lemica import EdgeTable, LeMiCaPlan, candidate_paths, local_search, plan_for, plan_lemica
+from .recording import Recording
+from .runtime.tap import ForwardTap
+
+__all__ = ["METHODS", "Calibration", "measure", "plan", "calibrate", "save", "lemica_edges", "choose_lemica"]
+
+METHODS = ("bac", "ertacache", "lemica")
+Runs = Sequence[Callable[[], Any]]
+
+#: what the recipe says the plan is, per method
+NOTES = {
+    "bac": "BAC plan: Adaptive Caching Scheduler per unit + Bubbling Union (arXiv 2506.13456)",
+    "ertacache": "ERTACache: static reuse set from per-step residual profiling, per-step gamma (timestep "
+                 "adjustment) and beta (residual linearisation) fitted by least squares (cachekit.methods.ertacache)",
+    "lemica": "LeMiCa-style global schedule: edges weighted by the final output's mean absolute error, "
+              "lexicographic minimax path (cachekit.planning.lemica)",
+}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What ``measure`` ran: a ``Recording`` (bac, ertacache) or an ``EdgeTable`` (lemica), and, for
+    LeMiCa, the target and runs its plans are checked on."""
+
+    method: str
+    data: Recording | EdgeTable
+    target: Any = field(default=None, repr=False)
+    runs: tuple = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A calibrated plan.
+
+    Attributes:
+        method: "bac", "ertacache" or "lemica".
+        config: the config to apply (``cachekit.apply(pipe, cal.config)``).
+        plan: the planner's full result (``BACPlan``, ``ERTAPlan``, ``LeMiCaPlan``).
+        details: what the calibration was and cost, as the recipe records it under ``measured``.
+        summary: one line for a terminal.
+    """
+
+    method: str
+    config: CacheConfig
+    plan: Any = field(repr=False)
+    details: dict = field(default_factory=dict, repr=False)
+    summary: str = ""
+
+
+def measure(target: Any, runs: Runs, method: str, *, progress: Any = None, template: ScheduleConfig | None = None,
+            max_skip: int = 6, replay: bool = True, max_features: int | None = None) -> Measured:
+    """Run ``runs`` (callables, each one generation) for ``method``'s planner.
+
+    Args:
+        target: as for ``cachekit.apply``; it must not have cachekit applied.
+        runs: callables, each running one generation on calibration inputs (``Workload.runs``).
+        method: one of ``METHODS``.
+        progress: a tqdm-like bar (``update(n)``).
+        template: lemica: the reuse mode (default: sub-block units with a Taylor forecast).
+        max_skip: lemica: the longest edge, in steps.
+        replay: lemica: share prefixes by replaying recorded model outputs.
+        max_features: bac / ertacache: elements recorded per unit (``cachekit.record``).
+
+    Example:
+        >>> import torch, cachekit
+        >>> from cachekit.calibration import measure
+        >>> model = torch.nn.Sequential(torch.nn.ModuleList([torch.nn.Linear(4, 4)]))
+        >>> measure(model, [], "sgd")
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: cachekit.calibration: method must be one of bac, ertacache, lemica, got 'sgd'
+    """
+    _check_method(method)
+    runs = list(runs)
+    if method == "lemica":
+        table = lemica_edges(target, runs, template=template or ScheduleConfig(units=True, forecast="taylor"),
+                             max_skip=max_skip, replay=replay, progress=progress)
+        return Measured(method, table, target, tuple(runs))
+    level = "units" if method == "bac" else "stack"
+    return Measured(method, api.record(target, runs, level=level, progress=progress, max_features=max_features))
+
+
+def plan(measured: Measured, *, fraction: float | None = None, max_error: float | None = None,
+         **options: Any) -> Calibration:
+    """The plan for one budget from what ``measure`` ran (pure for bac and ertacache; lemica runs
+    its candidate plans on the calibration runs to choose among them).
+
+    Args:
+        measured: ``measure``'s result; several budgets may be planned from one measurement.
+        fraction: ertacache / lemica: the computed fraction of steps.
+        max_error: ertacache / lemica: instead, the cheapest plan whose worst fitted (ertacache) or
+            edge (lemica) error stays under this.
+        options: the planner's own: bac ``updates`` (required), ``top_n``, ``metric``; ertacache
+            ``correction``, ``warmup``, ``prior``, ``ridge``; lemica ``refine`` (local-search sweeps).
+
+    Example:
+        >>> from cachekit.calibration import Measured, plan
+        >>> plan(Measured("ertacache", None), fraction=0.4, max_error=0.1)
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: cachekit.calibration: give exactly one of fraction and max_error for ertacache
+    """
+    m = measured.method
+    _check_method(m)
+    if m != "bac" and (fraction is None) == (max_error is None):
+        raise ConfigError(f"cachekit.calibration: give exactly one of fraction and max_error for {m}")
+    if m == "bac":
+        if "updates" not in options:
+            raise ConfigError("cachekit.calibration: bac needs updates= (computed steps per unit)")
+        p = plan_bac(measured.data, **options)
+        frac = float(np.mean([len(s) for _, s in p.config.plan])) / p.config.num_steps
+        details = {"updates": p.updates, "top_n": p.top_n, "metric": p.metric, "runs": p.runs,
+                   "bubbled_units": p.selected}
+        return Calibration(m, p.config, p, details,
+                           f"{len(p.config.plan)} units, {p.config.num_steps} steps, mean recompute fraction "
+                           f"{frac:.3f}; bubbled: {', '.join(p.selected)}")
+    if m == "ertacache":
+        p = plan_erta(measured.data, fraction=fraction, max_error=max_error, **options)
+        errs = list(p.fit_error.values())
+        details = {"fraction": fraction, "max_error": max_error, "correction": p.config.correction,
+                   "warmup": options.get("warmup", 2), "recordings": p.recordings, "computed_steps": p.computed,
+                   "fit_error_mean": float(np.mean(errs)) if errs else 0.0,
+                   "fit_error_max": float(np.max(errs)) if errs else 0.0,
+                   # train vs held-out: leave-one-run-out error of the fit, and of the
+                   # calibration-free forecast it is pulled toward (ridge inf)
+                   "validation": {k: p.validation.get(k) for k in
+                                  ("prior", "lam", "folds", "train_error", "heldout_error", "prior_heldout_error")}}
+        return Calibration(m, p.config, p, details,
+                           f"computed fraction {p.config.computed_fraction:.3f} ({len(p.computed)} of "
+                           f"{p.config.num_steps} steps), fitted error mean {details['fit_error_mean']:.4f}")
+    table: EdgeTable = measured.data
+    p = (plan_lemica(table, max_error=max_error) if max_error is not None
+         else choose_lemica(measured.target, measured.runs, table, fraction=fraction, **options))
+    details = {"fraction": fraction, "max_error": max_error, "max_skip": table.max_skip, "runs": table.runs,
+               "model_calls": table.model_calls, "model_calls_without_shared_prefixes": table.full_calls,
+               "edge_errors": [round(e, 6) for e in p.edge_errors], "predicted_max_edge_error": p.predicted,
+               "criterion": p.criterion, "checked_final_error": p.checked, "refine_sweeps": options.get("refine", 0),
+               "model_calls_to_choose": p.refine_calls}
+    return Calibration(m, p.config, p, details,
+                       f"{len(p.computed)} of {table.num_steps} steps computed {p.computed}; {table.model_calls} "
+                       f"model calls ({table.full_calls} without shared prefixes)")
+
+
+def calibrate(target: Any, runs: Runs, method: str, *, fraction: float | None = None, max_error: float | None = None,
+              progress: Any = None, template: ScheduleConfig | None = None, max_skip: int = 6,
+              **options: Any) -> Calibration:
+    """``measure`` then ``plan``: the calibrated config for ``method`` on ``target``.
+
+    Args:
+        target: a pipeline or model, as for ``cachekit.apply`` (without cachekit applied).
+        runs: callables, each one generation on calibration inputs (never the judged ones).
+        method: "bac", "ertacache" or "lemica".
+        fraction: the computed fraction to plan for (ERTACache, LeMiCa), as for ``plan``.
+        max_error: the error bound to plan for instead of ``fraction``, as for ``plan``.
+        progress: a tqdm-like bar, as for ``measure``.
+        template: LeMiCa's reuse mode, as for ``measure``.
+        max_skip: LeMiCa's longest edge, as for ``measure``.
+        **options: the planner's own options, as for ``plan``.
+
+    Example:
+        >>> from cachekit.calibration import calibrate
+        >>> calibrate(None, [], "lemica", fraction=0.4, max_error=0.1)
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: cachekit.calibration: give exactly one of fraction and max_error for lemica
+    """
+    _check_method(method)
+    if method != "bac" and (fraction is None) == (max_error is None):
+        raise ConfigError(f"cachekit.calibration: give exactly one of fraction and max_error for {method}")
+    measured = measure(target, runs, method, progress=progress, template=template, max_skip=max_skip)
+    return plan(measured, fraction=fraction, max_error=max_error, **options)
+
+
+def save(cal: Calibration, path: str | Path, *, model_class: str, source: str = "", **measured: Any) -> Path:
+    """Write ``cal.config`` as a recipe YAML; ``measured`` (steps, model, device, inputs, seeds, ...)
+    goes into its ``measured`` block beside the calibration's own details.
+
+    Args:
+        cal: what ``calibrate`` or ``plan`` returned.
+        path: the YAML file to write.
+        model_class: the transformer class the recipe is for (its ``models`` entry).
+        source: where the recipe came from (a command line), kept in the file.
+        **measured: what the calibration was measured on, kept in the ``measured`` block.
+
+    Example:
+        >>> import tempfile, cachekit
+        >>> from cachekit.calibration import Calibration, save
+        >>> cal = Calibration("lemica", cachekit.ScheduleConfig(compute_steps=(0, 1, 3), num_steps=4), None)
+        >>> path = save(cal, tempfile.mkdtemp() + "/mine.yaml", model_class="MyTransformer", steps=4)
+        >>> cachekit.load_recipe(path).config.compute_steps
+        (0, 1, 3)
+    """
+    from .recipe import save_recipe
+
+    block = {"calibration": {**cal.details, **measured.pop("calibration", {})}, **measured}
+    return save_recipe(cal.config, path, models=(model_class,), measured=block, source=source, notes=NOTES[cal.method])
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"cachekit.calibration: method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+# ---- LeMiCa: the edge table and the choice among candidate plans --------------------------------
+def _error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().mean())
+
+
+def choose_lemica(target: Any, runs: Runs, table: EdgeTable, *, budget: int | None = None,
+                  fraction: float | None = None, refine: int = 0) -> LeMiCaPlan:
+    """Run every candidate plan of the budget (``planning.lemica.candidate_paths``: minimax,
+    min-sum, evenly spaced) on the calibration ``runs`` (those the table was measured on) and keep
+    the one whose final output is closest to the uncached one there; then ``refine`` sweeps of
+    ``local_search`` on the same runs (0: none). Costs one generation per candidate and run, a
+    refinement sweep at most two per computed step and run (``refine_calls`` counts model calls).
+
+    Args:
+        target: what the table was measured on.
+        runs: the table's calibration runs.
+        table: ``lemica_edges``'s result.
+        budget: the plan's number of computed steps (or give ``fraction``).
+        fraction: the plan's computed fraction (or give ``budget``).
+        refine: local-search sweeps.
+
+    Example:
+        >>> from cachekit.calibration import choose_lemica
+        >>> choose_lemica(None, [], None, fraction=0.4, refine=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: choose_lemica: refine must be an int >= 0 (sweeps), got -1
+    """
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"choose_lemica: refine must be an int >= 0 (sweeps), got {refine!r}")
+    if len(runs) != table.runs:
+        raise ValueError(f"choose_lemica: the table was measured on {table.runs} runs, got {len(runs)}")
+    calls = 0
+
+    def measure_plan(computed: Sequence[int]) -> float:
+        nonlocal calls
+        cfg = dataclasses.replace(table.template, compute_steps=tuple(computed), num_steps=table.num_steps,
+                                  model=table.fingerprint)
+        tap = ForwardTap()
+        api.apply(target, cfg, tap=tap)
+        try:
+            err = float(np.mean([_error(run(), ref) for run, ref in zip(runs, table.uncached_outputs)]))
+        finally:
+            api.remove(target)
+        calls += tap.calls
+        return err
+
+    candidates = candidate_paths(table, budget=budget, fraction=fraction)
+    names = [name for name, _ in candidates]
+    checked = {name: measure_plan(steps) for name, steps in candidates}
+    name, steps = min(candidates, key=lambda c: (checked[c[0]], names.index(c[0])))
+    if refine:
+        steps, err, _ = local_search(steps, table.num_steps, measure_plan, sweeps=refine, max_skip=table.max_skip,
+                                     start_error=checked[name])
+        if err < checked[name]:
+            name = f"{name}+refined"
+            checked[name] = err
+    best = plan_for(table, steps, name)
+    best.checked = checked
+    best.refine_calls = calls
+    return best
+
+
+def lemica_edges(target: Any, runs: Runs, *, template: ScheduleConfig | None = None, max_skip: int = 6,
+                 replay: bool = True, progress: Any = None) -> EdgeTable:
+    """Measure every edge's final-output error on ``runs`` (callables, each one generation returning
+    its output tensor, e.g. ``Workload.runs``): one uncached run each, then one run per edge and run.
+
+    Args:
+        target: as for ``cachekit.apply`` (cachekit must not be applied).
+        runs: callables, each one generation returning its output.
+        template: the reuse mode, e.g. ``ScheduleConfig(units=True, forecast="taylor")``.
+        max_skip: the longest edge (an edge of length L reuses L - 1 steps).
+        replay: share prefixes by replaying the uncached model outputs (pipelines whose scheduler
+            cachekit follows); False runs every edge from step 0.
+        progress: an object with ``update(n)`` and ``total`` (a tqdm bar), or None.
+
+    Example:
+        >>> from cachekit.calibration import lemica_edges
+        >>> lemica_edges(None, [], max_skip=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: lemica_edges: max_skip must be an int >= 2 (1 reuses nothing), got 1
+    """
+    template = template or ScheduleConfig()
+    if not isinstance(template, ScheduleConfig):
+        raise TypeError(f"lemica_edges: template must be a ScheduleConfig, got {type(template).__name__}")
+    if isinstance(max_skip, bool) or not isinstance(max_skip, int) or max_skip < 2:
+        raise ValueError(f"lemica_edges: max_skip must be an int >= 2 (1 reuses nothing), got {max_skip!r}")
+    runs = list(runs)
+    if not runs:
+        raise ValueError("lemica_edges: no runs")
+    model, _ = find_model(target)
+    depth = method_for(template).history_depth
+    # 1. uncached runs: outputs, the model's outputs per call, the step of each call
+    refs, calls_of, steps_of, calls = [], [], [], 0
+    for run in runs:
+        tap = ForwardTap(record=replay)
+        api.apply(target, FixedIntervalConfig(interval=1), tap=tap)   # computes everything; tells each call's step
+        try:
+            refs.append(run())
+            s = api.stats(target)
+        finally:
+            api.remove(target)
+        calls += tap.calls
+        calls_of.append(tap.outputs)
+        steps_of.append(np.asarray(s.steps))
+        if s.num_steps is None or len(set(s.steps.tolist())) != s.num_steps:
+            raise ValueError("lemica_edges: each run must be one generation whose number of steps cachekit knows "
+                             "(a pipeline call, or cachekit.reset(module, num_steps=...) inside the run)")
+    T = int(steps_of[0].max()) + 1
+    if any(int(st.max()) + 1 != T for st in steps_of):
+        raise ValueError("lemica_edges: the runs have different numbers of steps; use one step count")
+    edges = [(i, j) for i in range(T) for j in range(i + 2, min(i + max_skip, T) + 1)]
+    if progress is not None and getattr(progress, "total", None) is None:
+        progress.total = len(edges) * len(runs)
+    W = np.full((T, T + 1), np.inf)
+    for i in range(T):
+        W[i, i + 1] = 0.0
+    full = calls
+    for i, j in edges:
+        compute = tuple(s for s in range(T) if not i < s < j)
+        cfg = dataclasses.replace(template, compute_steps=compute, num_steps=T, model="")
+        start = max(0, i - (depth - 1))     # the forecast's history: computed on the uncached trajectory
+        errs = []
+        for r, run in enumerate(runs):
+            n_replay = int(np.sum(steps_of[r] < start)) if replay else 0
+            tap = ForwardTap(replay=calls_of[r][:n_replay])
+            api.apply(target, cfg, tap=tap)
+            try:
+                out = run()
+                got = api.stats(target).steps
+            finally:
+                api.remove(target)
+            if n_replay and (len(got) == 0 or int(got[0]) != start):
+                raise RuntimeError(f"lemica_edges: replayed prefixes did not line up (first computed step "
+                                   f"{int(got[0]) if len(got) else None}, expected {start}); use replay=False")
+            calls += tap.ran
+            full += tap.calls
+            errs.append(_error(out, refs[r]))
+            if progress is not None:
+                progress.update(1)
+        W[i, j] = float(np.mean(errs))
+    return EdgeTable(W, T, max_skip, template, len(runs), calls, full, model_fingerprint(model), replay, refs)
