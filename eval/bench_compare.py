@@ -38,7 +38,6 @@ import anchors as A   # eval/anchors, beside this script
 import numpy as np
 import torch
 
-import cachekit
 from cachekit import api
 from cachekit.config import CacheConfig
 from cachekit.evaluation import load_workload

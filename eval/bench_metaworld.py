@@ -116,9 +116,9 @@ def build_configs(policy, runs, lemica_runs, fractions, lemica_fractions, log, l
             (f"BAC runtime, uniform plan every {nth(n)} step", f, BACConfig(plan=uniform, num_steps=T, model=rec.fingerprint), {}),
         ]
         for top in ((4,) if f in lean else (4, 0)):
-            plan = plan_bac(rec, updates=m, top_n=top, metric="l1")
+            bac = plan_bac(rec, updates=m, top_n=top, metric="l1")
             name = f"BAC calibrated M={m}, " + ("Bubbling Union top-4" if top else "no Bubbling Union") + ", L1"
-            out.append((name, f, plan.config, {"selected": plan.selected}))
+            out.append((name, f, bac.config, {"selected": bac.selected}))
         if f in lean:
             continue
         t0 = time.time()

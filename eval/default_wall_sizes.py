@@ -113,7 +113,7 @@ def main() -> int:
              "| model | width | layers | computed fraction | uncached s | default s | speedup | 1 / fraction |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {n} | {w} | {l} | {f:.2f} | {b:.2f} | {c:.2f} | {r:.2f}x | {1 / f:.2f}x |"
-              for n, w, l, f, b, c, r in rows]
+              for n, w, l, f, b, c, r in rows]  # noqa: E741
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "default_wall_sizes.md").write_text("\n".join(lines) + "\n")

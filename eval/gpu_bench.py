@@ -140,7 +140,7 @@ def kernel_bandwidth(device: str, sizes: list, peak_gbs: float, repeats: int, im
     for size, tokens, hidden in sizes:
         x, *ts = (torch.randn((tokens, hidden), generator=g, device=device).to(torch.bfloat16) for _ in range(4))
         dst = torch.empty_like(x)
-        copy_ms = bk.time_ms(lambda: dst.copy_(x), cuda, repeats)
+        copy_ms = bk.time_ms(lambda: dst.copy_(x), cuda, repeats)  # noqa: F821 - called before the del below
         copy_gbs = 2 * x.numel() * x.element_size() / (copy_ms * 1e-3) / 1e9
         rows.append(dict(kernel="copy", size=size, shape=f"{tokens}x{hidden}", dtype="bf16", impl="torch copy_",
                          time_ms=f"{copy_ms:.4f}", bytes=2 * x.numel() * 2, gbs=f"{copy_gbs:.4g}",
@@ -259,7 +259,7 @@ def run_models(args: Any, dtype: Any, device: str, deadline: float) -> list[dict
             loops: dict[tuple[str, str], tuple[Loop, Any]] = {}
 
             def loop(mode: str, label: str, config: Any, **apply_kw: Any) -> None:
-                lp = Loop(model if config is None else share_weights(model), latent, forward, spec["branches"])
+                lp = Loop(model if config is None else share_weights(model), latent, forward, spec["branches"])  # noqa: F821 - called before the del below
                 if config is not None:
                     cachekit.apply(lp, config, **apply_kw)
                 loops[mode, label] = (lp, config)

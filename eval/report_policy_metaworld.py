@@ -106,7 +106,7 @@ def plot(docs: list[dict], path: Path) -> None:
             ax.set_xlabel(xlabel)
             ax.set_ylabel("success rate (Wilson 95%)")
     handles = [plt.Line2D([], [], marker=v, ls="", color="k", label=k) for k, v in marks.items()]
-    handles += [plt.Line2D([], [], marker="o", ls="", color=c, label=l) for c, l in
+    handles += [plt.Line2D([], [], marker="o", ls="", color=c, label=l) for c, l in  # noqa: E741
                 (("tab:blue", "f = 0.2"), ("tab:orange", "f = 0.1"), ("tab:purple", "BAC no BU, f = 0.2"), ("tab:pink", "BAC no BU, f = 0.1"))]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

@@ -88,7 +88,8 @@ def save_grid(frames, contents, directions, result, path) -> None:
         for j in range(f):
             ax = axes[i, j]
             ax.imshow(x[i, j], cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
         axes[i, 0].set_ylabel(f"{contents[i]}/{directions[i]}\n->{clip['pred_digit']}/{clip['pred_direction']}",
                               fontsize=5, rotation=0, ha="right", va="center",
                               color="black" if ok else "red")

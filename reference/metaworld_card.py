@@ -9,7 +9,6 @@ wall times that ``reference/train_policy.py`` stored; the uncached row of ``eval
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 

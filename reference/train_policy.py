@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from cachekit.evaluation.tasks import metaworld as mw
-from cachekit.evaluation.tasks.pointmass import MAX_STEPS, TASKS, PointMassEnv, make_env, make_task_env
+from cachekit.evaluation.tasks.pointmass import MAX_STEPS, TASKS, PointMassEnv, make_env
 from cachekit.reference.policy import DiffusionPolicy, PolicyConfig
 
 # T outline in the block's local frame (union of the two boxes of gym-pusht's add_tee, scale 30).

@@ -1,6 +1,5 @@
 """Forecasting instead of holding the cached tensor: pure weight rules, then the runtime on toy models."""
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -81,7 +81,7 @@ def _vae_kl(latent_channels: int, **extra):
 
 
 def _build_dit():
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+    from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
     transformer = DiTTransformer2DModel(
         num_attention_heads=2,
