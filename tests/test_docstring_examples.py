@@ -1,0 +1,15 @@
+"""The ``Example:`` sections of the modules listed here run as written (doctest)."""
+
+import doctest
+import importlib
+
+import pytest
+
+#: modules whose every example is runnable without a downloaded model
+RUNNABLE = ["cachekit.calibration", "cachekit.runtime.observe"]
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result
