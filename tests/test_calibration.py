@@ -15,14 +15,13 @@ from cachekit import ConfigError, FixedIntervalConfig
 from cachekit.calibration import Measured, calibrate, lemica_edges, measure, plan, save
 from cachekit.planning import plan_bac, plan_erta
 from cachekit.runtime.tap import ForwardTap
-from tiny_pipelines import build, call_kwargs, output_tensor
+from tiny_pipelines import build, generate
 
 PACKAGE = Path(cachekit.__file__).resolve().parent
 
 
 def gen(pipe, steps=6, seed=0):
-    with torch.no_grad():
-        return output_tensor("dit", pipe(**call_kwargs("dit", pipe, steps=steps, seed=seed)))
+    return generate("dit", pipe, steps=steps, seed=seed)
 
 
 @pytest.fixture(scope="module")

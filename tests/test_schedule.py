@@ -14,7 +14,7 @@ from cachekit.methods.schedule import resample_steps
 from cachekit.calibration import choose_lemica, lemica_edges
 from cachekit.planning import plan_lemica
 from cachekit.planning.lemica import cheapest_path, minimax_path, path_errors
-from tiny_pipelines import build, call_kwargs, output_tensor
+from tiny_pipelines import build, generate
 
 INF = np.inf
 
@@ -59,8 +59,7 @@ def test_schedule_recipe_round_trip(tmp_path):
 
 # ---- on a pipeline --------------------------------------------------------------------------------
 def gen(pipe, steps=6, seed=0):
-    with torch.no_grad():
-        return output_tensor("dit", pipe(**call_kwargs("dit", pipe, steps=steps, seed=seed)))
+    return generate("dit", pipe, steps=steps, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -634,3 +634,9 @@ def output_tensor(family: str, result) -> torch.Tensor:
     if isinstance(out, (list, tuple)) and out and isinstance(out[0], np.ndarray):
         return torch.from_numpy(np.stack(out))
     raise TypeError(f"unsupported output type {type(out).__name__}")
+
+
+def generate(family: str, pipe, steps: int = 6, seed: int = 0) -> torch.Tensor:
+    """One no-grad generation of ``pipe`` with ``call_kwargs``, as a tensor (``output_tensor``)."""
+    with torch.no_grad():
+        return output_tensor(family, pipe(**call_kwargs(family, pipe, steps=steps, seed=seed)))
