@@ -231,6 +231,17 @@ def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *,
             (LeMiCa's shared prefixes). One model only, not a pipeline with several denoisers.
 
     Nothing is changed when this raises. Hooks live on the instances only.
+
+    Example:
+        >>> import cachekit
+        >>> from cachekit.reference.digits import load_digits_pipeline
+        >>> pipe = cachekit.apply(load_digits_pipeline())          # the shipped digits DiT
+        >>> images = pipe([3, 7], num_inference_steps=10, output_type="pt").images
+        >>> cachekit.stats(pipe).computed_fraction
+        0.5
+        >>> pipe = cachekit.remove(pipe)
+        >>> "forward" in vars(pipe.transformer)
+        False
     """
     compile_opts = compile_options(compile)
     if max_cache_bytes is not None and (isinstance(max_cache_bytes, bool) or not isinstance(max_cache_bytes, int)
@@ -262,13 +273,26 @@ def apply(target: Any, config: CacheConfig | str | Path | dict | None = None, *,
 
 
 def remove(target: Any) -> Any:
-    """Undo ``apply`` exactly: original ``forward`` objects back, no attribute left behind."""
+    """Undo ``apply`` exactly: original ``forward`` objects back, no attribute left behind;
+    returns ``target``.
+
+    Args:
+        target: what ``apply`` was given.
+
+    Example: see ``apply``.
+    """
     _require_session(target, "remove").uninstall()
     return target
 
 
 def stats(target: Any) -> CacheStats:
-    """What the last generation did: computed fraction and the (calls x blocks) recompute plan."""
+    """What the last generation did: computed fraction and the (calls x blocks) recompute plan.
+
+    Args:
+        target: what ``apply`` was given.
+
+    Example: see ``apply``.
+    """
     return _require_session(target, "stats").stats()
 
 
@@ -276,6 +300,7 @@ def reset(target: Any, num_steps: int | None = None) -> None:
     """Start a new generation now (bare modules; pipelines do this on every call by themselves).
 
     Args:
+        target: what ``apply`` was given (a bare module).
         num_steps: steps of the coming generation, so methods can always compute the last one;
             a generation also ends by itself after this many steps.
     """

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 #: modules whose every example is runnable without a downloaded model
-RUNNABLE = ["cachekit.calibration", "cachekit.runtime.observe"]
+RUNNABLE = ["cachekit.api", "cachekit.calibration", "cachekit.runtime.observe"]
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
