@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 #: modules whose every example is runnable without a downloaded model
-RUNNABLE = ["cachekit.api", "cachekit.calibration", "cachekit.runtime.observe"]
+RUNNABLE = ["cachekit.api", "cachekit.methods.fixed_interval", "cachekit.methods.easycache",
+            "cachekit.methods.block_drift", "cachekit.methods.schedule", "cachekit.calibration", "cachekit.runtime.observe"]
 
 
 @pytest.mark.parametrize("name", RUNNABLE)

@@ -90,6 +90,13 @@ class BlockDriftConfig(CacheConfig):
         max_reuse: reuses of a range in a row before it is recomputed anyway; 0 = no cap.
         predict: when > 0, skip the probe too while EasyCache's predicted change of the stack
             output since the last full compute stays under this value; 0 = probe every step.
+
+    Example:
+        >>> import cachekit
+        >>> cachekit.BlockDriftConfig(fn=-1)
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: BlockDriftConfig.fn must be int >= 1, got -1
     """
 
     method = "block_drift"

@@ -66,6 +66,15 @@ class EasyCacheConfig(CacheConfig):
             (bit-exact no-op). Official defaults: Wan2.1 0.05, HunyuanVideo 0.025.
         warmup: R, the first steps always computed (official: 10 of 50 on Wan2.1, 5 of 50 on
             HunyuanVideo); at least 2 are needed to know the transformation rate.
+
+    Example:
+        >>> import cachekit
+        >>> cachekit.EasyCacheConfig(threshold=0.05, forecast="taylor").threshold
+        0.05
+        >>> cachekit.EasyCacheConfig(threshold=-1)
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: EasyCacheConfig.threshold must be float >= 0.0, got -1
     """
 
     method = "easycache"

@@ -70,6 +70,15 @@ class FixedIntervalConfig(CacheConfig):
         guard: with ``units`` and a forecast: the relative L2 error of the forecast, checked at each
             computed step on a probe, above which the next step is computed too (module doc); 0 =
             off (the fixed grid).
+
+    Example:
+        >>> import cachekit
+        >>> cachekit.FixedIntervalConfig(interval=3, units=True, forecast="taylor").interval
+        3
+        >>> cachekit.FixedIntervalConfig(interval=0)
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: FixedIntervalConfig.interval must be int >= 1, got 0
     """
 
     method = "fixed_interval"

@@ -71,6 +71,11 @@ class ScheduleConfig(CacheConfig):
         units: cache sub-block units (re-modulated each step) instead of the block-stack residual.
         on_length_mismatch: "resample" (with a warning) or "refuse" a generation of another length.
         model: fingerprint of the model the plan was made on (empty: no check).
+
+    Example:
+        >>> import cachekit
+        >>> cachekit.ScheduleConfig(compute_steps=(0, 2, 4), num_steps=6).compute_steps
+        (0, 2, 4)
     """
 
     method = "schedule"
