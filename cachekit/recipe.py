@@ -62,7 +62,13 @@ def _recipe_dir() -> Path:
 
 
 def packaged_recipes() -> dict[str, Path]:
-    """Recipe name -> path, for the recipes shipped with cachekit."""
+    """Recipe name -> path, for the recipes shipped with cachekit.
+
+    Example:
+        >>> import cachekit
+        >>> "wan" in cachekit.packaged_recipes()
+        True
+    """
     return {p.stem: p for p in sorted(_recipe_dir().glob("*.yaml"))}
 
 
@@ -100,7 +106,16 @@ def parse_recipe(data: Any, where: str) -> Recipe:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A packaged recipe by name (``"wan"``) or a YAML file by path."""
+    """A packaged recipe by name (``"wan"``) or a YAML file by path.
+
+    Args:
+        name_or_path: a name from ``packaged_recipes()``, or a path to a recipe YAML.
+
+    Example:
+        >>> import cachekit
+        >>> cachekit.load_recipe("fast").config.interval
+        4
+    """
     text_path = Path(name_or_path)
     packaged = packaged_recipes()
     if str(name_or_path) in packaged:

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 #: modules whose every example is runnable without a downloaded model
-RUNNABLE = ["cachekit.api", "cachekit.methods.fixed_interval", "cachekit.methods.easycache",
+RUNNABLE = ["cachekit.api", "cachekit.recipe", "cachekit.methods.fixed_interval", "cachekit.methods.easycache",
             "cachekit.methods.block_drift", "cachekit.methods.schedule", "cachekit.calibration", "cachekit.runtime.observe"]
 
 
