@@ -140,9 +140,7 @@ def plan(measured: Measured, *, fraction: float | None = None, max_error: float 
         cachekit.errors.ConfigError: cachekit.calibration: give exactly one of fraction and max_error for ertacache
     """
     m = measured.method
-    _check_method(m)
-    if m != "bac" and (fraction is None) == (max_error is None):
-        raise ConfigError(f"cachekit.calibration: give exactly one of fraction and max_error for {m}")
+    _check_request(m, fraction, max_error)
     if m == "bac":
         if "updates" not in options:
             raise ConfigError("cachekit.calibration: bac needs updates= (computed steps per unit)")
@@ -203,9 +201,7 @@ def calibrate(target: Any, runs: Runs, method: str, *, fraction: float | None = 
         ...
         cachekit.errors.ConfigError: cachekit.calibration: give exactly one of fraction and max_error for lemica
     """
-    _check_method(method)
-    if method != "bac" and (fraction is None) == (max_error is None):
-        raise ConfigError(f"cachekit.calibration: give exactly one of fraction and max_error for {method}")
+    _check_request(method, fraction, max_error)   # before the runs, not after them
     measured = measure(target, runs, method, progress=progress, template=template, max_skip=max_skip)
     return plan(measured, fraction=fraction, max_error=max_error, **options)
 
@@ -238,6 +234,13 @@ def save(cal: Calibration, path: str | Path, *, model_class: str, source: str = 
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ConfigError(f"cachekit.calibration: method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def _check_request(method: str, fraction: float | None, max_error: float | None) -> None:
+    """What ``plan`` refuses, checked by ``calibrate`` too before it runs the model."""
+    _check_method(method)
+    if method != "bac" and (fraction is None) == (max_error is None):
+        raise ConfigError(f"cachekit.calibration: give exactly one of fraction and max_error for {method}")
 
 
 # ---- LeMiCa: the edge table and the choice among candidate plans --------------------------------
