@@ -126,7 +126,27 @@ def top_volatile(vol: Mapping[Hashable, float], n: int) -> list[Hashable]:
 # ---- a plan from a recording ------------------------------------------------------------------
 @dataclass
 class BACPlan:
-    """A calibrated BAC plan and what it was made from."""
+    """A calibrated BAC plan and what it was made from.
+
+    Attributes:
+        config: the ``BACConfig`` to apply.
+        volatility: per unit name, the mean absolute difference between its outputs at two steps,
+            over all pairs of steps (averaged over the generations).
+        selected: the ``top_n`` most volatile units, which Bubbling Union updated.
+        updates, top_n, metric: the options the plan was made with (``plan_bac``).
+        runs: the recorded generations it was made from.
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import Recording
+        >>> from cachekit.planning import plan_bac
+        >>> angle = {0: [0, .1, .2, 2.0, 2.1], 1: [0, .3, .6, .9, 1.2]}    # unit -> its output's direction per step
+        >>> units = {k: {t: np.array([np.cos(a), np.sin(a)]) for t, a in enumerate(v)} for k, v in angle.items()}
+        >>> rec = Recording("units", ("0.attn", "0.ffn"), ("self_attn", "ffn"), (0, 0), [{0: units}], [0], "")
+        >>> p = plan_bac(rec, updates=3, top_n=1)
+        >>> p.selected, p.volatility["0.attn"] > p.volatility["0.ffn"], p.runs
+        (['0.attn'], True, 1)
+    """
 
     config: BACConfig
     volatility: dict[str, float]
@@ -155,7 +175,28 @@ def unit_statistics(rec: Recording, metric: str) -> tuple[dict[str, np.ndarray],
 def plan_bac(rec: Recording, *, updates: int, top_n: int = 4, metric: str = "cosine",
              force_last: bool = True) -> BACPlan:
     """The BAC plan for a unit recording (``cachekit.record(..., level="units")``): the Adaptive
-    Caching Scheduler per unit, then Bubbling Union for the ``top_n`` most volatile units."""
+    Caching Scheduler per unit, then Bubbling Union for the ``top_n`` most volatile units.
+
+    Args:
+        rec: a recording of sub-block units; every generation's leader branch is used.
+        updates: computed steps per unit before Bubbling Union (step 0 always among them).
+        top_n: how many of the most volatile units also update whenever an FFN unit of their own
+            or a later layer does.
+        metric: similarity of a unit's outputs at two steps: "cosine", "l1" or "mse".
+        force_last: always compute the last step (one of the ``updates``).
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import Recording
+        >>> from cachekit.planning import plan_bac
+        >>> angle = {0: [0, .1, .2, 2.0, 2.1], 1: [0, .3, .6, .9, 1.2]}    # unit -> its output's direction per step
+        >>> units = {k: {t: np.array([np.cos(a), np.sin(a)]) for t, a in enumerate(v)} for k, v in angle.items()}
+        >>> rec = Recording("units", ("0.attn", "0.ffn"), ("self_attn", "ffn"), (0, 0), [{0: units}], [0], "")
+        >>> plan_bac(rec, updates=3, top_n=0).config.plan     # the attention turns at step 3
+        (('0.attn', (0, 3, 4)), ('0.ffn', (0, 2, 4)))
+        >>> plan_bac(rec, updates=3, top_n=1).config.plan     # and, most volatile, follows the FFN's steps
+        (('0.attn', (0, 2, 3, 4)), ('0.ffn', (0, 2, 4)))
+    """
     if rec.level != "units":
         raise ValueError(f"plan_bac needs a recording of sub-block units (level='units'), got level={rec.level!r}")
     T = rec.num_steps

@@ -147,10 +147,25 @@ class ERTAPlan:
     """An ERTACache plan and what it was fitted from.
 
     Attributes:
+        config: the ``ERTACacheConfig`` to apply.
+        computed: the computed steps.
         fit_error: reuse step -> relative squared error left after the fit on all calibration runs.
+        recordings: how many (generation, branch) arrays it was fitted on.
         validation: the ridge strength chosen by leave-one-run-out cross-validation and the held-out
             error of every strength tried (``cross_validate``); the prior's own held-out error is
             the entry at inf.
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit.planning import plan_erta
+        >>> R = np.random.default_rng(0).standard_normal((6, 64)).cumsum(axis=0)   # (steps, features) residuals
+        >>> p = plan_erta([R], fraction=0.5)
+        >>> p.computed, p.config.reuse_steps, p.recordings
+        ([0, 1, 5], (2, 3, 4), 1)
+        >>> p.config.coefficients     # one run, nothing to validate a fit on: the Taylor prior (gamma, beta)
+        ((2, 1.0, 1.0), (3, 1.0, 2.0), (4, 1.0, 3.0))
+        >>> sorted(p.fit_error)
+        [2, 3, 4]
     """
 
     config: ERTACacheConfig
@@ -176,7 +191,32 @@ def plan_erta(recordings: Recording | list[np.ndarray], fingerprint: str = "", *
     run of each recording, ``Recording.run_ids()``; default: every recording its own run), among
     strengths that include the prior itself, so the fit never does worse than the prior on the
     held-out runs. One run: the prior is used (nothing to validate a fit on). ``ridge`` fixes the
-    strength instead (0: plain least squares, the unregularised fit)."""
+    strength instead (0: plain least squares, the unregularised fit).
+
+    Args:
+        recordings: a stack ``Recording``, or the per-generation (T, features) arrays.
+        fingerprint: the model fingerprint the config checks (default: the recording's).
+        fraction: the computed fraction of steps (rounded; never fewer than 2 steps, nor than the
+            warm-up steps and the last).
+        max_error: instead, the largest fitted relative squared error any reuse step may keep (the
+            cheapest such plan).
+        correction: "linear" (gamma and beta), "scale" (gamma only) or "none" (no fit).
+        warmup: the first steps, always computed.
+        groups: the calibration run of each array (default: a recording's ``run_ids()``, else every
+            array its own run).
+        prior: the forecast the fit is pulled toward: "taylor" or "hold".
+        ridge: a fixed ridge strength (0: plain least squares) instead of the cross-validated one.
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit.planning import plan_erta
+        >>> runs = list(np.random.default_rng(0).standard_normal((2, 6, 64)).cumsum(axis=1))  # 2 runs x 6 steps
+        >>> p = plan_erta(runs, fraction=0.5)
+        >>> p.config.reuse_steps, p.config.computed_fraction
+        ((2, 3, 4), 0.5)
+        >>> p.validation["folds"], p.validation["heldout_error"] <= p.validation["prior_heldout_error"]
+        (2, True)
+    """
     if isinstance(recordings, Recording):
         if recordings.level != "stack":
             raise ValueError(f"plan_erta needs a recording of the block stack (level='stack'), "

@@ -205,9 +205,28 @@ class EdgeTable:
         weights: (T, T + 1) mean absolute error of the final output per edge i -> j; 0 for j = i + 1
             (nothing reused), inf beyond ``max_skip``.
         template: the reuse mode (a ``ScheduleConfig`` whose steps are filled in by the plan).
+        num_steps: T, the steps of every calibration run.
+        max_skip: the longest edge, in steps.
+        runs: the number of calibration runs the weights are averaged over.
         model_calls: model forward calls run to measure the table (uncached runs included);
             ``full_calls`` is what the same table costs without replayed prefixes.
         fingerprint: the calibrated model's ``adapters.model_fingerprint``.
+        replayed: whether prefixes were replayed from the uncached runs.
+        uncached_outputs: the uncached final output of each calibration run.
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import ScheduleConfig
+        >>> from cachekit.planning import EdgeTable, plan_lemica
+        >>> T, skip = 6, 3      # edge i -> j reuses the steps between; longer and earlier skips cost more here
+        >>> i, j = np.indices((T, T + 1))
+        >>> W = np.where((i < j) & (j <= i + skip), (j - i - 1) / (i + 1), np.inf)
+        >>> table = EdgeTable(W, T, skip, ScheduleConfig(), runs=1, model_calls=0, full_calls=0, fingerprint="",
+        ...                   replayed=False)
+        >>> table.weights[1].tolist()       # edges 1 -> j: none back, none beyond max_skip
+        [inf, inf, 0.0, 0.5, 1.0, inf, inf]
+        >>> plan_lemica(table, budget=3).computed
+        [0, 1, 3]
     """
 
     weights: np.ndarray
@@ -231,6 +250,25 @@ class LeMiCaPlan:
         computed: its computed steps.
         edge_errors: the table's weight of each edge along the path.
         predicted: the largest of them (the plan's error, were segments independent).
+        criterion: how the path was chosen: "minimax", "sum", "uniform", or a candidate of
+            ``choose_lemica`` ("+refined" when local search moved it).
+        checked: candidate -> measured final error (``choose_lemica``; empty otherwise).
+        refine_calls: model calls spent measuring candidates and moves (``choose_lemica``).
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import ScheduleConfig
+        >>> from cachekit.planning import EdgeTable, plan_lemica
+        >>> T, skip = 6, 3      # edge i -> j reuses the steps between; longer and earlier skips cost more here
+        >>> i, j = np.indices((T, T + 1))
+        >>> W = np.where((i < j) & (j <= i + skip), (j - i - 1) / (i + 1), np.inf)
+        >>> table = EdgeTable(W, T, skip, ScheduleConfig(), runs=1, model_calls=0, full_calls=0, fingerprint="",
+        ...                   replayed=False)
+        >>> p = plan_lemica(table, budget=3)
+        >>> p.computed, p.edge_errors, p.predicted     # edges 0 -> 1, 1 -> 3, 3 -> end
+        ([0, 1, 3], [0.0, 0.5, 0.5], 0.5)
+        >>> p.config.compute_steps, p.config.num_steps
+        ((0, 1, 3), 6)
     """
 
     config: ScheduleConfig
@@ -249,7 +287,29 @@ def plan_lemica(table: EdgeTable, *, budget: int | None = None, fraction: float 
                 max_error: float | None = None, criterion: str = "minimax") -> LeMiCaPlan:
     """The minimax plan (``criterion="sum"``: the smallest summed edge error) for ``budget``
     computed steps (or ``fraction`` of the steps), or the cheapest plan whose every edge error is
-    <= ``max_error``."""
+    <= ``max_error``.
+
+    Args:
+        table: the measured edge errors (``cachekit.calibration.lemica_edges``).
+        budget: the number of computed steps (at most; ties go to fewer).
+        fraction: instead, the computed fraction of the steps (rounded to a budget, at least 1).
+        max_error: instead, the largest edge error the plan may hold; the fewest computed steps.
+        criterion: "minimax" (the worst edge first) or "sum" (the summed edge errors).
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import ScheduleConfig
+        >>> from cachekit.planning import EdgeTable, plan_lemica
+        >>> T, skip = 6, 3      # edge i -> j reuses the steps between; longer and earlier skips cost more here
+        >>> i, j = np.indices((T, T + 1))
+        >>> W = np.where((i < j) & (j <= i + skip), (j - i - 1) / (i + 1), np.inf)
+        >>> table = EdgeTable(W, T, skip, ScheduleConfig(), runs=1, model_calls=0, full_calls=0, fingerprint="",
+        ...                   replayed=False)
+        >>> plan_lemica(table, budget=3).computed
+        [0, 1, 3]
+        >>> plan_lemica(table, max_error=0.25).computed     # every edge <= 0.25: more steps computed
+        [0, 1, 2, 3, 4]
+    """
     if criterion not in CRITERIA:
         raise ValueError(f"plan_lemica: criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     if sum(x is not None for x in (budget, fraction, max_error)) != 1:
@@ -269,7 +329,26 @@ def plan_lemica(table: EdgeTable, *, budget: int | None = None, fraction: float 
 
 
 def plan_for(table: EdgeTable, computed: Sequence[int], criterion: str) -> LeMiCaPlan:
-    """The plan that computes ``computed`` (a candidate chosen by measuring it, or a refined one)."""
+    """The plan that computes ``computed`` (a candidate chosen by measuring it, or a refined one).
+
+    Args:
+        table: the measured edge errors.
+        computed: the computed steps (including step 0; sorted here).
+        criterion: the name the plan is kept under (e.g. "uniform").
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import ScheduleConfig
+        >>> from cachekit.planning import EdgeTable, plan_for
+        >>> T, skip = 6, 3      # edge i -> j reuses the steps between; longer and earlier skips cost more here
+        >>> i, j = np.indices((T, T + 1))
+        >>> W = np.where((i < j) & (j <= i + skip), (j - i - 1) / (i + 1), np.inf)
+        >>> table = EdgeTable(W, T, skip, ScheduleConfig(), runs=1, model_calls=0, full_calls=0, fingerprint="",
+        ...                   replayed=False)
+        >>> p = plan_for(table, [0, 2, 5], "uniform")
+        >>> p.edge_errors, p.predicted      # this table's minimax plan [0, 1, 3] predicts 0.5
+        ([1.0, 0.6666666666666666, 0.0], 1.0)
+    """
     steps = sorted(int(c) for c in computed)
     errs = path_errors(table.weights, steps)
     cfg = dataclasses.replace(table.template, compute_steps=tuple(steps), num_steps=table.num_steps,
@@ -286,7 +365,25 @@ def candidate_paths(table: EdgeTable, *, budget: int | None = None, fraction: fl
     edges are neither independent nor measured with the history the plan will give them. On the
     digits DiT at 50 steps the minimax plan beat uniform spacing by 3-4 dB at fraction 0.36 but
     lost to it by 3 dB at 0.5, where many edges of similar weight accumulate: the calibration
-    measures every candidate (``cachekit.calibration.choose_lemica``)."""
+    measures every candidate (``cachekit.calibration.choose_lemica``).
+
+    Args:
+        table: the measured edge errors.
+        budget: the number of computed steps, as for ``plan_lemica``.
+        fraction: instead, the computed fraction, as for ``plan_lemica``.
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import ScheduleConfig
+        >>> from cachekit.planning import EdgeTable, candidate_paths
+        >>> T, skip = 6, 3      # edge i -> j reuses the steps between; longer and earlier skips cost more here
+        >>> i, j = np.indices((T, T + 1))
+        >>> W = np.where((i < j) & (j <= i + skip), (j - i - 1) / (i + 1), np.inf)
+        >>> table = EdgeTable(W, T, skip, ScheduleConfig(), runs=1, model_calls=0, full_calls=0, fingerprint="",
+        ...                   replayed=False)
+        >>> candidate_paths(table, budget=3)
+        [('minimax', [0, 1, 3]), ('sum', [0, 1, 3]), ('uniform', [0, 2, 5])]
+    """
     plans = [plan_lemica(table, budget=budget, fraction=fraction, criterion=c) for c in CRITERIA]
     out = [(p.criterion, p.computed) for p in plans]
     n = len(plans[0].computed)
