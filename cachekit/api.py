@@ -303,6 +303,15 @@ def reset(target: Any, num_steps: int | None = None) -> None:
         target: what ``apply`` was given (a bare module).
         num_steps: steps of the coming generation, so methods can always compute the last one;
             a generation also ends by itself after this many steps.
+
+    Example:
+        >>> import torch, cachekit
+        >>> layer = torch.nn.TransformerEncoderLayer(16, 2, batch_first=True)
+        >>> model = cachekit.apply(torch.nn.TransformerEncoder(layer, num_layers=2), cachekit.FixedIntervalConfig())
+        >>> cachekit.reset(model, num_steps=4)    # no timestep argument: each call is one step
+        >>> outs = [model(torch.randn(1, 5, 16)) for _ in range(4)]
+        >>> cachekit.stats(model).plan[:, 0].tolist()    # step 2 reused, the last step computed
+        [True, True, False, True]
     """
     if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
         raise ValueError(f"cachekit.reset: num_steps must be an int >= 1, got {num_steps!r}")
@@ -341,11 +350,26 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
         target: as for ``apply``; it must not have cachekit applied (the hooks are removed after).
         runs: callables, each running one or more generations (e.g. one pipeline call).
         level: "units" or "stack".
+        max_features: elements recorded per tensor (None: 4096 per unit, 16384 for the stack).
         seed: seed of the element subsets.
+        layout: where the blocks are, as for ``apply``.
         progress: an object with ``update(1)`` called after each run (a tqdm bar).
         denoiser: for a pipeline with several denoisers (Wan 2.2), the one to record
             ("transformer" or "transformer_2"); its steps are counted from its own first step, so
             a plan made from the recording is given to that denoiser (``apply(pipe, {name: plan})``).
+
+    Example:
+        >>> import cachekit
+        >>> from cachekit.reference.digits import load_digits_pipeline
+        >>> pipe = load_digits_pipeline()
+        >>> rec = cachekit.record(pipe, [lambda: pipe([3, 7], num_inference_steps=4, output_type="pt")])
+        >>> rec.level, rec.num_steps, len(rec.columns), rec.columns[:2]
+        ('units', 4, 16, ('transformer_blocks.0.self_attn', 'transformer_blocks.0.ffn'))
+        >>> rec.features(0, run=0).shape    # (steps, recorded elements) of the first unit
+        (4, 4096)
+        >>> from cachekit.planning import plan_bac
+        >>> plan_bac(rec, updates=2).config.num_steps    # a plan for the same 4 steps
+        4
     """
     names = [name for name, _ in find_denoisers(target)]
     if denoiser is not None and denoiser not in names:

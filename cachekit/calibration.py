@@ -77,6 +77,18 @@ class Calibration:
         plan: the planner's full result (``BACPlan``, ``ERTAPlan``, ``LeMiCaPlan``).
         details: what the calibration was and cost, as the recipe records it under ``measured``.
         summary: one line for a terminal.
+
+    Example:
+        >>> import cachekit
+        >>> from cachekit.reference.digits import load_digits_pipeline
+        >>> pipe = load_digits_pipeline()
+        >>> runs = [lambda: pipe([3, 7], num_inference_steps=6, output_type="pt")]
+        >>> cal = cachekit.calibrate(pipe, runs, "ertacache", fraction=0.5)
+        >>> cal.method, cal.config.reuse_steps, cal.plan.computed
+        ('ertacache', (2, 3, 4), [0, 1, 5])
+        >>> cal.summary
+        'computed fraction 0.500 (3 of 6 steps), fitted error mean ...'
+        >>> pipe = cachekit.apply(pipe, cal.config)    # then generate with num_inference_steps=6
     """
 
     method: str

@@ -78,12 +78,24 @@ _FORECAST_DEFAULTS = {"forecast": "none", "forecast_order": 1}
 class CacheConfig:
     """Base of all method configs. Subclasses are frozen dataclasses whose fields use ``spec``.
 
-    Args (shared by every method):
+    Every method's config takes these arguments besides its own.
+
+    Args:
         forecast: "none" reuses the cached tensor as it is; "taylor" extrapolates it from the last
             ``forecast_order`` + 1 computed steps (polynomial in step index); "foca" uses a
             BDF2 predictor with a Heun-style correction over the last three computed steps.
             Memory: one extra cached tensor per unit and CFG branch per extra point.
         forecast_order: Taylor order k (0 = plain reuse, bit for bit); ignored by "foca".
+
+    Example:
+        >>> import cachekit
+        >>> cfg = cachekit.FixedIntervalConfig(interval=3, forecast="taylor", forecast_order=2)
+        >>> isinstance(cfg, cachekit.CacheConfig), cfg.forecast_settings()    # what differs from plain reuse
+        (True, {'forecast': 'taylor', 'forecast_order': 2})
+        >>> cachekit.EasyCacheConfig(forecast="linear")
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: EasyCacheConfig.forecast must be one of none, taylor, foca, got 'linear'
     """
 
     method: ClassVar[str] = ""

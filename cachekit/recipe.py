@@ -43,6 +43,14 @@ class Recipe:
         measured: free-form results (tuning and calibration tools write them).
         notes: anything else the file says.
         path: the file it was read from.
+
+    Example:
+        >>> import cachekit
+        >>> recipe = cachekit.load_recipe("fast")
+        >>> recipe.name, recipe.config.method, recipe.config.interval
+        ('fast', 'fixed_interval', 4)
+        >>> recipe.source
+        'Calibration-free preset "fast", chosen by ...'
     """
 
     name: str
@@ -134,7 +142,28 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 
 def save_recipe(config: CacheConfig, path: str | Path, *, models: tuple[str, ...] = (), source: str = "",
                 measured: dict | None = None, notes: str = "", name: str | None = None) -> Path:
-    """Write ``config`` as a recipe YAML that ``load_recipe`` reads back to an equal config."""
+    """Write ``config`` as a recipe YAML that ``load_recipe`` reads back to an equal config.
+
+    Args:
+        config: the config to write (its method and settings).
+        path: the YAML file to write; returned.
+        models: model class names ``cachekit.apply(pipe)`` picks the recipe for.
+        source: where the settings come from (a published figure, or the command that measured them).
+        measured: free-form results, kept under ``measured``.
+        notes: anything else worth keeping.
+        name: the recipe's name (default: the file name without ``.yaml``).
+
+    Nothing is written when the recipe could not be read back (``RecipeError``).
+
+    Example:
+        >>> import tempfile, cachekit
+        >>> config = cachekit.FixedIntervalConfig(interval=3)
+        >>> path = cachekit.save_recipe(config, tempfile.mkdtemp() + "/every3.yaml", models=("MyTransformer",),
+        ...                             source="hand-written")
+        >>> recipe = cachekit.load_recipe(path)
+        >>> recipe.name, recipe.models, recipe.config == config
+        ('every3', ('MyTransformer',), True)
+    """
     path = Path(path)
     data: dict[str, Any] = {"name": name or path.stem, "models": list(models), **config.to_dict(),
                             "source": source}

@@ -41,6 +41,17 @@ class Recording:
         leaders: per generation, the branch of its first call (the one whose decisions others copy).
         fingerprint: ``adapters.model_fingerprint`` of the recorded model.
         memo: values planners derive from the recording, kept to share them between plans.
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit import Recording
+        >>> steps = {t: np.full(8, t, dtype=np.float32) for t in range(3)}    # step -> features
+        >>> rec = Recording("stack", ("stack",), (), (), runs=[{"cond": {0: steps}, "uncond": {0: steps}}],
+        ...                 leaders=["cond"], fingerprint="")
+        >>> rec.num_steps, rec.features(0, run=0).shape        # the leader branch of generation 0
+        (3, (3, 8))
+        >>> len(rec.arrays()), rec.run_ids()                   # one array per generation and branch
+        (2, [0, 0])
     """
 
     level: str

@@ -35,6 +35,17 @@ class BlockIO:
             else the stream names in the order of the returned tuple, e.g.
             ("encoder_hidden_states", "hidden_states") for Flux. An element may be None at run time
             (SD3's last block returns no text stream); it then stays None on reuse.
+
+    Example:
+        >>> import cachekit
+        >>> io = cachekit.BlockIO(("hidden_states", "encoder_hidden_states"),
+        ...                       outputs=("encoder_hidden_states", "hidden_states"))   # Flux's blocks
+        >>> io.streams[0]      # the main stream
+        'hidden_states'
+        >>> cachekit.BlockIO(("hidden_states",), outputs=("context",))
+        Traceback (most recent call last):
+        ...
+        ValueError: BlockIO.outputs ('context',) names streams not in ('hidden_states',)
     """
 
     streams: tuple[str, ...] = ("hidden_states",)
@@ -65,6 +76,15 @@ class BlockUnits:
         outputs: what each unit's output holds, for memory estimates only: one (tokens, width
             multiple) pair per unit, tokens "main", "text" or "main+text" (a joint sequence, or a
             tuple of both streams). None: every unit returns the main stream at the model's width.
+
+    Example:
+        >>> import cachekit
+        >>> units = cachekit.BlockUnits((("self_attn", "attn1"), ("cross_attn", "attn2"), ("ffn", "ff")))
+        >>> tuple(kind for kind, _ in units.units)
+        ('self_attn', 'cross_attn', 'ffn')
+        >>> layout = cachekit.ModelLayout(("transformer_blocks",), units=units)   # for all its block lists
+        >>> layout.units_for(0) is units
+        True
     """
 
     units: tuple[tuple[str, str], ...]
@@ -107,6 +127,16 @@ class ModelLayout:
             blocks whose streams are concatenated before the single-stream ones) are cached only by
             unit-level methods. None: all of ``block_lists``; () : segment methods are refused.
         note: why the layout is what it is, shown when a config cannot run on it.
+
+    Example:
+        >>> import torch, cachekit
+        >>> layer = torch.nn.TransformerEncoderLayer(16, 2, batch_first=True)
+        >>> model = torch.nn.TransformerEncoder(layer, num_layers=2)
+        >>> layout = cachekit.ModelLayout(("layers",), cachekit.BlockIO(("src",)), timestep_arg=None)
+        >>> model = cachekit.apply(model, cachekit.FixedIntervalConfig(), layout=layout)
+        >>> cachekit.stats(model).block_names
+        ('layers.0', 'layers.1')
+        >>> model = cachekit.remove(model)
     """
 
     block_lists: tuple[str, ...]

@@ -302,7 +302,24 @@ def _io_source(io: BlockIO) -> str:
 
 
 def layout_source(model_class: type | str, layout: ModelLayout) -> str:
-    """The ``cachekit.register_layout`` call that registers ``layout`` for ``model_class``."""
+    """The ``cachekit.register_layout`` call that registers ``layout`` for ``model_class``.
+
+    Args:
+        model_class: the model class, or its "module.ClassName" path.
+        layout: the layout to register (e.g. what ``cachekit.propose_layout`` found).
+
+    Example:
+        >>> import torch, cachekit
+        >>> layer = torch.nn.TransformerEncoderLayer(16, 2, batch_first=True)
+        >>> model = torch.nn.TransformerEncoder(layer, num_layers=2)
+        >>> layout = cachekit.propose_layout(model, torch.randn(1, 5, 16))
+        >>> print(cachekit.layout_source(type(model), layout))
+        cachekit.register_layout('torch.nn.modules.transformer.TransformerEncoder', cachekit.ModelLayout(
+            block_lists=('layers',),
+            io=(cachekit.BlockIO(('src',), None),),
+            timestep_arg=None,
+            units=None))
+    """
     key = model_class if isinstance(model_class, str) else qualname(model_class)
     ios = ", ".join(_io_source(io) for io in layout.io)
     units = "None" if layout.units is None else "(" + ", ".join(

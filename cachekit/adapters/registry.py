@@ -40,6 +40,24 @@ def register_layout(model_class: type | str, layout: ModelLayout, *, replace: bo
         replace: allow replacing another layout registered for the same class (built-ins included).
 
     Raises ValueError when another layout is registered for the class and ``replace`` is False.
+
+    Example:
+        >>> import torch, cachekit
+        >>> class Net(torch.nn.Module):      # blocks are nn.Linear, whose stream argument is "input"
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.layers = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(3))
+        ...     def forward(self, x, t):
+        ...         for layer in self.layers:
+        ...             x = layer(x)
+        ...         return x
+        >>> layout = cachekit.ModelLayout(("layers",), cachekit.BlockIO(("input",)), timestep_arg="t")
+        >>> cachekit.register_layout(Net, layout)
+        >>> net = cachekit.apply(Net(), cachekit.FixedIntervalConfig())
+        >>> cachekit.stats(net).block_names      # known at once, before any call
+        ('layers.0', 'layers.1', 'layers.2')
+        >>> net = cachekit.remove(net)
+        >>> cachekit.unregister_layout(Net)
     """
     key = _key(model_class)
     if not isinstance(layout, ModelLayout):
@@ -51,7 +69,22 @@ def register_layout(model_class: type | str, layout: ModelLayout, *, replace: bo
 
 
 def unregister_layout(model_class: type | str) -> None:
-    """Undo ``register_layout``: the built-in layout comes back where there was one."""
+    """Undo ``register_layout``: the built-in layout comes back where there was one.
+
+    Args:
+        model_class: the class, or its "module.ClassName" path, as given to ``register_layout``.
+
+    Example:
+        >>> import cachekit
+        >>> cachekit.register_layout("mypkg.Net", cachekit.ModelLayout(("blocks",)))
+        >>> cachekit.register_layout("mypkg.Net", cachekit.ModelLayout(("layers",)))
+        Traceback (most recent call last):
+        ...
+        ValueError: register_layout: mypkg.Net already has a layout (('blocks',)); pass replace=True to replace it
+        >>> cachekit.unregister_layout("mypkg.Net")
+        >>> cachekit.register_layout("mypkg.Net", cachekit.ModelLayout(("layers",)))   # free again
+        >>> cachekit.unregister_layout("mypkg.Net")
+    """
     key = _key(model_class)
     if key in LAYOUTS:
         _layouts[key] = LAYOUTS[key]

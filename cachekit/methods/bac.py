@@ -26,6 +26,16 @@ class BACConfig(CacheConfig):
         num_steps: the number of denoising steps the plan was calibrated for.
         model: fingerprint of the calibrated model (class name and architecture hash); empty to
             skip the check.
+
+    Example:
+        >>> import cachekit
+        >>> cfg = cachekit.BACConfig(plan={"blocks.0.attn": [3, 0], "blocks.0.ffn": [0, 2, 3]}, num_steps=4)
+        >>> cfg.plan      # (unit, steps) pairs, steps sorted
+        (('blocks.0.attn', (0, 3)), ('blocks.0.ffn', (0, 2, 3)))
+        >>> cachekit.BACConfig(plan={"blocks.0.attn": [1, 2]}, num_steps=4)
+        Traceback (most recent call last):
+        ...
+        cachekit.errors.ConfigError: BACConfig.plan['blocks.0.attn'] must start at step 0 and stay below num_steps=4, got [1, 2]
     """
 
     method = "bac"

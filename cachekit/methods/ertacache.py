@@ -56,6 +56,16 @@ class ERTACacheConfig(CacheConfig):
             alone); "none" reuses R_a as it is (then ``forecast`` applies, as for other methods).
         num_steps: the number of denoising steps the plan was calibrated for.
         model: fingerprint of the calibrated model (empty to skip the check).
+
+    Example:
+        >>> import cachekit
+        >>> cfg = cachekit.ERTACacheConfig(reuse_steps=(2, 3), coefficients=((2, 1.0, 0.5), (3, 0.9, 1.0)),
+        ...                                num_steps=5)
+        >>> cfg.computed_fraction
+        0.6
+        >>> settings = cfg.to_dict()["settings"]     # as a recipe writes it
+        >>> settings["coefficients"]                # step -> (gamma, beta)
+        {2: [1.0, 0.5], 3: [0.9, 1.0]}
     """
 
     method = "ertacache"

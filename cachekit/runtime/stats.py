@@ -37,6 +37,18 @@ class CacheStats:
             step order; columns prefixed "name:" where the denoisers' columns differ). Else None.
         chosen: when the default (or a ``quality=`` preset) did not fit in memory, the cheaper
             configuration it runs instead and why; None when it runs as given.
+
+    Example:
+        >>> import torch, cachekit
+        >>> layer = torch.nn.TransformerEncoderLayer(16, 2, batch_first=True)
+        >>> model = cachekit.apply(torch.nn.TransformerEncoder(layer, num_layers=2), cachekit.FixedIntervalConfig())
+        >>> cachekit.reset(model, num_steps=4)
+        >>> outs = [model(torch.randn(1, 5, 16)) for _ in range(4)]
+        >>> s = cachekit.stats(model)
+        >>> s.computed_fraction, s.steps.tolist(), s.block_names
+        (0.75, [0, 1, 2, 3], ('layers.0', 'layers.1'))
+        >>> s.plan.tolist()      # calls x blocks: step 2 reused both blocks
+        [[True, True], [True, True], [False, False], [True, True]]
     """
 
     computed_fraction: float
