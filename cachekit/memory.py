@@ -41,7 +41,7 @@ from .config import CacheConfig, ConfigError, method_for
 from .methods.base import MemoryNeeds
 from .recipe import load_recipe, recipe_for_model
 from .runtime.guards import _human
-from .runtime.history import HistoryStorage
+from .runtime.history import HistoryStorage, is_scaled
 
 __all__ = ["BlockList", "ModelShape", "CachePart", "CacheEstimate", "estimate_cache_bytes", "model_shape",
            "shape_from_config", "cheaper_options", "PUBLISHED_CONFIGS"]
@@ -174,11 +174,20 @@ def estimate_cache_bytes(target: Any, config: CacheConfig | str | Path | None = 
     low = (storage.dtype.itemsize if storage.dtype is not None and shape.dtype.is_floating_point
            and storage.dtype.itemsize < elem else elem)
 
+    # int8 / fp8 storage adds one fp32 scale per channel (the last dimension) to each stored tensor;
+    # a "main+text" unit output is counted as the tuple of both streams joint attention returns (a
+    # joint sequence in one tensor, CogVideoX's, holds one width of scales less: 4 x width bytes)
+    scales = is_scaled(storage.dtype) and low < elem
+
     def size(stream: int | tuple[str, float], nbytes: int = elem) -> int:
+        extra = 0
+        if nbytes < elem and scales:
+            extra = 4 * int(shape.width * (stream[1] if isinstance(stream, tuple) else 1))
+            extra *= 2 if isinstance(stream, tuple) and stream[0] == "main+text" else 1
         if isinstance(stream, tuple):   # a unit's output: (tokens, width multiple)
             n = {"main": tokens, "text": text, "main+text": tokens + text}[stream[0]]
-            return int(rows * n * shape.width * stream[1]) * nbytes
-        return rows * (tokens if stream == 0 else text) * shape.width * nbytes
+            return int(rows * n * shape.width * stream[1]) * nbytes + extra
+        return rows * (tokens if stream == 0 else text) * shape.width * nbytes + extra
 
     slots, n_slots = _slots(shape, needs)
     depth = needs.history_depth
@@ -229,7 +238,7 @@ def _short(config: CacheConfig) -> str:
 def cheaper_options(target: Any, config: CacheConfig, **kwargs: Any) -> list[tuple[str, CacheEstimate]]:
     """The estimate of ``config`` and of its cheaper variants (same arguments as
     ``estimate_cache_bytes``): plain reuse, a lower forecast order, stack-level reuse instead of
-    units, the history in host memory or in bf16."""
+    units, the history in host memory, in bf16 or in int8."""
     out = [("as given", estimate_cache_bytes(target, config, **kwargs))]
     base, hist = out[0][1], kwargs.get("history")
     variants: list[tuple[str, CacheConfig, Any]] = []
@@ -241,7 +250,8 @@ def cheaper_options(target: Any, config: CacheConfig, **kwargs: Any) -> list[tup
     if base.granularity == "unit" and any(f.name == "units" for f in dataclasses.fields(config)):
         variants.append(("stack-level (units=False)", dataclasses.replace(config, units=False), hist))
     if base.depth > 1:
-        variants += [("history='host'", config, "host"), ("history='bf16'", config, "bf16")]
+        variants += [("history='host'", config, "host"), ("history='bf16'", config, "bf16"),
+                     ("history='int8'", config, "int8")]
     for label, cfg, h in variants:
         out.append((label, estimate_cache_bytes(target, cfg, **{**kwargs, "history": h})))
     return out

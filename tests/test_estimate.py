@@ -12,7 +12,7 @@ from cachekit import (BACConfig, BlockDriftConfig, CacheBudgetError, EasyCacheCo
 from cachekit.adapters import find_units, resolve
 from cachekit.memory import PUBLISHED_CONFIGS, cheaper_options, model_shape, shape_from_config
 from cachekit.runtime import guards
-from cachekit.runtime.history import DemotedEntry as _Demoted
+from cachekit.runtime.history import DemotedEntry as _Demoted, dequantize_channels, payload_tensors, quantize_channels
 from tiny_pipelines import FAMILIES, build, call_kwargs
 
 STEPS = 8
@@ -33,6 +33,8 @@ def test_wan14b_units_taylor_at_720p_is_370_gb_and_the_stack_is_three():
     host = options["history='host'"]
     assert host.device == by_hand // 2 and host.host == by_hand // 2
     assert options["history='bf16'"].total == by_hand   # a bf16 stream has nothing lower to go to
+    # int8: the older half in one byte, plus one fp32 scale per channel and tensor
+    assert options["history='int8'"].total == by_hand // 2 + by_hand // 4 + 4 * 5_120 * 120 * 2
 
 
 def test_a_config_dict_and_a_published_name_agree():
@@ -182,11 +184,48 @@ def test_history_bf16_stores_older_entries_in_bf16_and_the_estimate_follows(pipe
     assert torch.equal(_run(pipe, family, plain)[0], _run(pipe, family, plain, "bf16")[0])
 
 
+@pytest.mark.parametrize("family", ["flux", "wan"])
+@pytest.mark.parametrize("low", ["int8", "fp8"])
+def test_history_in_one_byte_keeps_per_channel_scales_and_the_estimate_follows(pipes, family, low):
+    pipe, (batch, tokens, text) = pipes[family]
+    config = FixedIntervalConfig(interval=3, units=True, forecast="taylor", forecast_order=1)
+    ref, s_ref, _ = _run(pipe, family, config)
+    out, s, gen = _run(pipe, family, config, low)
+    older = [p for b in gen.branches.values() for entries in dict.values(b.history) for _, p in entries[1:]]
+    stored = [t for p in older for t in payload_tensors(p)]
+    one_byte = [t for t in stored if t.dtype != torch.float32]
+    assert one_byte and all(t.element_size() == 1 for t in one_byte)
+    # every one-byte tensor comes with its fp32 scales, one per channel (last dimension)
+    assert sorted(t.shape[-1] for t in one_byte) == sorted(t.numel() for t in stored if t.dtype == torch.float32)
+    newest = s_ref.cached_bytes // 2                       # fp32 newest + fp32 older without a storage
+    assert s.cached_bytes == newest + newest // 4 + sum(4 * t.shape[-1] for t in one_byte)
+    e = estimate_cache_bytes(pipe, config, tokens=tokens, text_tokens=text, batch=batch, cfg=family == "wan",
+                             history=low)
+    assert e.at_end == s.cached_bytes
+    change = float((out - ref).abs().max() / ref.abs().max())
+    assert 0 < change < (2e-2 if low == "int8" else 1e-1)
+
+
+def test_one_byte_channels_round_trip_within_half_a_step_and_zero_channels_stay_zero():
+    x = torch.randn(2, 7, 16) * torch.logspace(-3, 3, 16)   # channels six decades apart
+    x[..., 3] = 0
+    q, scale = quantize_channels(x, torch.int8)
+    back = dequantize_channels(q, scale, x.dtype)
+    assert q.dtype == torch.int8 and scale.shape == (16,)
+    assert bool(((back - x).abs() <= scale / 2 + 1e-12 * x.abs()).all())   # per channel, not per tensor
+    assert bool((back[..., 3] == 0).all())
+    f8, fscale = quantize_channels(x, torch.float8_e4m3fn)
+    rel = (dequantize_channels(f8, fscale, x.dtype) - x).abs() / x.abs().clamp_min(1e-30)
+    assert float(rel[x.abs() > scale * 8].max()) <= 2 ** -4   # 3 mantissa bits: half an ulp
+
+
 def test_history_settings_parse_or_fail_in_one_line():
     assert HistoryStorage.parse(None) == HistoryStorage() and HistoryStorage().is_default
     assert HistoryStorage.parse("host+bf16") == HistoryStorage("host", torch.bfloat16)
     assert HistoryStorage.parse("fp16").dtype is torch.float16
-    for bad in ("gpu", "bf16+fp16", "host+host", 3):
+    assert HistoryStorage.parse("host+int8") == HistoryStorage("host", torch.int8)
+    assert HistoryStorage.parse("fp8").dtype is torch.float8_e4m3fn
+    for bad in ("gpu", "bf16+fp16", "int8+fp8", "host+host", "int4", 3):
         with pytest.raises(ValueError, match="history must be") as e:
             HistoryStorage.parse(bad)
         assert "\n" not in str(e.value)
@@ -208,7 +247,7 @@ def test_a_cache_over_what_the_device_can_give_is_refused_with_the_cheaper_optio
         msg = str(e.value)
         assert "\n" not in msg and "over the 10 KB cpu can still give" in msg
         for option in ("forecast='none' or forecast_order=0", "forecast_order=1", "stack-level reuse (units=False)",
-                       "history='host'", "history='bf16'"):
+                       "history='host'", "history='bf16'", "history='int8'"):
             assert option in msg
         assert all(not b.history for b in vars(pipe)["_cachekit_session"].gen.branches.values())
     finally:

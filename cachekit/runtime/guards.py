@@ -219,4 +219,9 @@ class Budget:
                 self.storage is None or self.storage.dtype is None):
             first, rest = project(newest, newest // 2, self.slots, self.depth, branches)
             opts.append(f"history='bf16' {_human(first + rest)}")
+        if self.depth > 1 and any(t.is_floating_point() and t.element_size() > 1 for t in tensors) and (
+                self.storage is None or self.storage.dtype is None or self.storage.dtype.itemsize > 1):
+            size = max((t.element_size() for t in tensors if t.is_floating_point()), default=1)
+            first, rest = project(newest, newest // size, self.slots, self.depth, branches)
+            opts.append(f"history='int8' about {_human(first + rest)}")
         return "; ".join(opts) if opts else "none at this granularity (fewer tokens or a smaller batch)"

@@ -1,7 +1,8 @@
 """Where a forecast's older history entries live: ``HistoryStorage`` and the stored-history types.
 
 Only the newest entry of a segment's / unit's history is read on every reuse step; a forecast's
-older entries may be kept elsewhere (``HistoryStorage``: in host memory, or in bf16 / fp16). They
+older entries may be kept elsewhere (``HistoryStorage``: in host memory, in bf16 / fp16, or in int8 /
+fp8 with one scale per channel). They
 are moved when they stop being the newest (``BranchState.remember`` in ``state.py``) and the paths
 read them back through ``BranchState.history.get``, which restores them for the one reuse step that
 reads them (``StoredHistory``). Without a storage the history is a plain dict, as it always was.
@@ -16,9 +17,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["HistoryStorage", "DemotedEntry", "StoredHistory", "payload_tensors", "payload_bytes", "unique_bytes"]
+__all__ = ["HistoryStorage", "DemotedEntry", "StoredHistory", "payload_tensors", "payload_bytes", "unique_bytes",
+           "quantize_channels", "dequantize_channels", "scale_bytes", "is_scaled"]
 
-_LOWER = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_LOWER = {"bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8, "fp8": torch.float8_e4m3fn}
+#: one-byte storage: values divided by a per-channel scale (the channel's largest magnitude over this
+#: code's largest value) before the cast, multiplied back on restore
+_SCALED = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0}
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class HistoryStorage:
         dtype: None (the stream's dtype, default) or torch.bfloat16 / torch.float16: older entries
             of wider floating dtypes are stored in it and brought back to the stream's dtype when a
             forecast combines them (bf16 keeps fp32's range; fp16 overflows above 65504).
+            torch.int8 / torch.float8_e4m3fn: one byte per element plus one fp32 scale per channel
+            (the last dimension: DiT activations carry a few channels hundreds of times larger than
+            the rest, so one scale per tensor would round the others away); int8 rounds to
+            1/254 of each channel's range, e4m3 keeps 3 mantissa bits at any magnitude.
 
     ``HistoryStorage()`` is today's behaviour exactly; plain reuse (depth 1) never has an older
     entry, so it is unaffected (bit-exact) whatever this says.
@@ -49,11 +58,13 @@ class HistoryStorage:
         if self.where not in ("device", "host"):
             raise ValueError(f"cachekit: history where must be 'device' or 'host', got {self.where!r}")
         if self.dtype is not None and self.dtype not in _LOWER.values():
-            raise ValueError(f"cachekit: history dtype must be None, torch.bfloat16 or torch.float16, got {self.dtype!r}")
+            raise ValueError(f"cachekit: history dtype must be None, torch.bfloat16, torch.float16, torch.int8 or "
+                             f"torch.float8_e4m3fn, got {self.dtype!r}")
 
     @classmethod
     def parse(cls, value: "HistoryStorage | str | None") -> "HistoryStorage":
-        """None / "device"; "host"; "bf16" / "fp16"; "host+bf16"; or a HistoryStorage."""
+        """None / "device"; "host"; "bf16" / "fp16" / "int8" / "fp8"; "host+bf16" (any of them); or a
+        HistoryStorage."""
         if value is None:
             return cls()
         if isinstance(value, cls):
@@ -65,8 +76,8 @@ class HistoryStorage:
             rest = [p for p in parts if p not in _LOWER and p not in ("host", "device")]
             if not rest and len(lower) <= 1 and len(parts) == len(set(parts)):
                 return cls(where, _LOWER[lower[0]] if lower else None)
-        raise ValueError(f"cachekit: history must be None, 'device', 'host', 'bf16', 'fp16', 'host+bf16' "
-                         f"(or 'host+fp16') or a cachekit.HistoryStorage, got {value!r}")
+        raise ValueError(f"cachekit: history must be None, 'device', 'host', 'bf16', 'fp16', 'int8', 'fp8', "
+                         f"'host+bf16' (or 'host+' another) or a cachekit.HistoryStorage, got {value!r}")
 
     @property
     def is_default(self) -> bool:
@@ -76,34 +87,79 @@ class HistoryStorage:
         return self.dtype is not None and t.is_floating_point() and t.element_size() > self.dtype.itemsize
 
     def stored_bytes(self, t: torch.Tensor) -> int:
-        """Bytes an older entry's tensor takes once stored here."""
-        return t.numel() * (self.dtype.itemsize if self.lowers(t) else t.element_size())
+        """Bytes an older entry's tensor takes once stored here (with its scales when scaled)."""
+        if not self.lowers(t):
+            return t.numel() * t.element_size()
+        assert self.dtype is not None
+        return t.numel() * self.dtype.itemsize + (scale_bytes(t.shape) if self.dtype in _SCALED else 0)
 
     def demote(self, payload: Any) -> "DemotedEntry":
         return DemotedEntry(_map_tensors(payload, self._demote_tensor))
 
     def _demote_tensor(self, t: torch.Tensor) -> tuple:
         origin = (t.device, t.dtype)
+        scale = None
         if self.lowers(t):
-            t = t.to(self.dtype)
+            assert self.dtype is not None
+            if self.dtype in _SCALED:
+                t, scale = quantize_channels(t, self.dtype)
+            else:
+                t = t.to(self.dtype)
         if self.where == "host" and t.device.type != "cpu":
-            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
-            t = host.copy_(t, non_blocking=True)
-        return _Stored(t, *origin)
+            t = _to_host(t)
+            scale = None if scale is None else _to_host(scale)
+        return _Stored(t, *origin, scale)
+
+
+def is_scaled(dtype: torch.dtype | None) -> bool:
+    """True for the one-byte storage dtypes, which carry per-channel scales."""
+    return dtype in _SCALED
+
+
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+    return host.copy_(t, non_blocking=True)
+
+
+def scale_bytes(shape: Sequence[int]) -> int:
+    """Bytes of the fp32 per-channel scales of a tensor of this shape stored in one byte."""
+    return 4 * (int(shape[-1]) if len(shape) else 1)
+
+
+def quantize_channels(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``t`` in int8 / float8_e4m3fn with one fp32 scale per channel (last dimension): the
+    channel's largest magnitude maps to the code's largest value. ``dequantize_channels`` inverts."""
+    x = t.float()
+    dims = tuple(range(x.dim() - 1))
+    amax = x.abs().amax(dim=dims) if dims else x.abs()
+    # an all-zero channel keeps scale 1 (0 / 1 = 0 exactly) instead of dividing by zero
+    scale = torch.where(amax > 0, amax / _SCALED[dtype], torch.ones_like(amax))
+    x = x / scale
+    q = x.round_().clamp_(-127, 127).to(dtype) if dtype == torch.int8 else x.to(dtype)
+    return q, scale
+
+
+def dequantize_channels(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (q.float() * scale).to(dtype)
 
 
 @dataclass(frozen=True)
 class _Stored:
-    """One tensor of an older history entry, as stored, and where / in which dtype it was made."""
+    """One tensor of an older history entry, as stored, and where / in which dtype it was made
+    (with its per-channel scales when stored in one byte)."""
 
     tensor: torch.Tensor
     device: torch.device
     dtype: torch.dtype
+    scale: torch.Tensor | None = None
 
     def restore(self) -> torch.Tensor:
-        t = self.tensor
+        t, scale = self.tensor, self.scale
         if t.device != self.device:
             t = t.to(self.device, non_blocking=True)
+            scale = None if scale is None else scale.to(self.device, non_blocking=True)
+        if scale is not None:
+            return dequantize_channels(t, scale, self.dtype)
         return t if t.dtype == self.dtype else t.to(self.dtype)
 
 
@@ -178,8 +234,10 @@ def payload_tensors(payload: Any) -> list[torch.Tensor]:
     """Every tensor in a cached payload (tensors, dicts, tuples, lists; a stored older entry's as stored)."""
     if isinstance(payload, torch.Tensor):
         return [payload]
-    if isinstance(payload, (DemotedEntry, _Stored)):
-        return payload_tensors(payload.payload if isinstance(payload, DemotedEntry) else payload.tensor)
+    if isinstance(payload, DemotedEntry):
+        return payload_tensors(payload.payload)
+    if isinstance(payload, _Stored):
+        return [payload.tensor] + ([payload.scale] if payload.scale is not None else [])
     if isinstance(payload, dict):
         return [t for v in payload.values() for t in payload_tensors(v)]
     if isinstance(payload, (tuple, list)):
