@@ -13,7 +13,8 @@ from .api import AlreadyAppliedError, NotAppliedError, apply, record, remove, re
 from .calibration import Calibration, calibrate
 from .config import CacheConfig, ConfigError
 from .errors import CachekitError
-from .methods import BACConfig, BlockDriftConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig, ScheduleConfig
+from .methods import (BACConfig, BlockDriftConfig, CacheQuantConfig, EasyCacheConfig, ERTACacheConfig, FixedIntervalConfig,
+                      ScheduleConfig)
 from .recipe import Recipe, RecipeError, load_recipe, packaged_recipes, save_recipe
 from .memory import CacheEstimate, estimate_cache_bytes
 from .recording import Recording
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "propose_layout", "layout_source",
     "apply", "remove", "stats", "reset", "record", "calibrate", "Calibration", "register_layout", "unregister_layout",
-    "CacheConfig", "EasyCacheConfig", "FixedIntervalConfig", "BACConfig", "BlockDriftConfig", "ERTACacheConfig", "ScheduleConfig",
+    "CacheConfig", "EasyCacheConfig", "FixedIntervalConfig", "BACConfig", "BlockDriftConfig", "ERTACacheConfig", "ScheduleConfig", "CacheQuantConfig",
     "ModelLayout", "BlockIO", "BlockUnits", "CacheStats", "Recording", "Recipe",
     "load_recipe", "save_recipe", "packaged_recipes",
     "CachekitError", "ConfigError", "RecipeError", "UnsupportedModelError", "AlreadyAppliedError", "NotAppliedError",

@@ -338,13 +338,10 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
            progress: Any = None, denoiser: str | None = None) -> Recording:
     """Run each callable with full compute and record what the blocks produced, for offline plans.
 
-    Every block (``level="stack"``: the stack's residual per step and CFG branch) or every
-    sub-block unit (``level="units"``: each unit's output) is recorded at every step of every
-    generation the callables run, as a fixed random subset of ``max_features`` elements (default
-    4096 per unit, 16384 for the stack). The outputs are the uncached ones, bit for bit. Under
-    context parallelism every rank returns rank 0's recording (of its shard), so plans agree. Planners
-    take the result: ``cachekit.planning.plan_bac(rec, ...)``, ``plan_erta(rec, ...)``; ``cachekit.calibration``
-    runs this and the planners in one call.
+    The stack's residual (``level="stack"``) or each sub-block unit's output (``"units"``) is kept at
+    every step, branch and generation as a fixed random subset of elements; the outputs are the
+    uncached ones, bit for bit. Under context parallelism every rank returns rank 0's recording.
+    Planners (``cachekit.planning``) take the result; ``cachekit.calibration`` runs both in one call.
 
     Args:
         target: as for ``apply``; it must not have cachekit applied (the hooks are removed after).
@@ -365,11 +362,6 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
         >>> rec = cachekit.record(pipe, [lambda: pipe([3, 7], num_inference_steps=4, output_type="pt")])
         >>> rec.level, rec.num_steps, len(rec.columns), rec.columns[:2]
         ('units', 4, 16, ('transformer_blocks.0.self_attn', 'transformer_blocks.0.ffn'))
-        >>> rec.features(0, run=0).shape    # (steps, recorded elements) of the first unit
-        (4, 4096)
-        >>> from cachekit.planning import plan_bac
-        >>> plan_bac(rec, updates=2).config.num_steps    # a plan for the same 4 steps
-        4
     """
     names = [name for name, _ in find_denoisers(target)]
     if denoiser is not None and denoiser not in names:
@@ -403,4 +395,5 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
         columns, kinds, layers = tuple(u.name for u in units), tuple(u.kind for u in units), tuple(u.layer for u in units)
     else:
         columns, kinds, layers = ("stack",), (), ()
-    return Recording(level, columns, kinds, layers, recorder.runs, recorder.leaders, model_fingerprint(session.root))
+    return Recording(level, columns, kinds, layers, recorder.runs, recorder.leaders, model_fingerprint(session.root),
+                     recorder.channels)

@@ -16,34 +16,33 @@ What is measured per method:
   per edge and calibration run, prefixes replayed through the runtime's ``ForwardTap``); the plan
   for a budget is then chosen by measuring its candidates on the same runs (``choose_lemica``).
 
-This module is the only one above ``api`` that runs the model for a plan; ``cachekit.planning``
-imports neither ``api`` nor ``adapters``.
+- ``"cachequant"``: a recording of the stack's residual, as for ertacache; pass ``reference=`` (the
+  same runs recorded before the model was quantized) to put the quantization error in the plan.
+
+This module (with ``calibration_lemica.py``, its LeMiCa measurements) is the only one above ``api``
+that runs the model for a plan; ``cachekit.planning`` imports neither ``api`` nor ``adapters``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from . import api
-from .adapters import find_model, model_fingerprint
-from .config import CacheConfig, method_for
+from .calibration_lemica import _error, choose_lemica, lemica_edges  # noqa: F401 - importable from here as before
+from .config import CacheConfig
 from .errors import ConfigError
-from .methods import FixedIntervalConfig
 from .methods.schedule import ScheduleConfig
-from .planning import plan_bac, plan_erta
-from .planning.lemica import EdgeTable, LeMiCaPlan, candidate_paths, local_search, plan_for, plan_lemica
+from .planning import plan_bac, plan_cachequant, plan_erta
+from .planning.lemica import EdgeTable, plan_lemica
 from .recording import Recording
-from .runtime.tap import ForwardTap
 
 __all__ = ["METHODS", "Calibration", "measure", "plan", "calibrate", "save", "lemica_edges", "choose_lemica"]
 
-METHODS = ("bac", "ertacache", "lemica")
+METHODS = ("bac", "ertacache", "lemica", "cachequant")
 Runs = Sequence[Callable[[], Any]]
 
 #: what the recipe says the plan is, per method
@@ -53,6 +52,8 @@ NOTES = {
                  "adjustment) and beta (residual linearisation) fitted by least squares (cachekit.methods.ertacache)",
     "lemica": "LeMiCa-style global schedule: edges weighted by the final output's mean absolute error, "
               "lexicographic minimax path (cachekit.planning.lemica)",
+    "cachequant": "CacheQuant-style (arXiv 2503.01323): DP schedule on the L1 error of reused stack residuals "
+                  "against the full-precision model, per-channel correction of reuse steps (cachekit.planning.cachequant)",
 }
 
 
@@ -72,9 +73,9 @@ class Calibration:
     """A calibrated plan.
 
     Attributes:
-        method: "bac", "ertacache" or "lemica".
+        method: "bac", "ertacache", "lemica" or "cachequant".
         config: the config to apply (``cachekit.apply(pipe, cal.config)``).
-        plan: the planner's full result (``BACPlan``, ``ERTAPlan``, ``LeMiCaPlan``).
+        plan: the planner's full result (``BACPlan``, ``ERTAPlan``, ``LeMiCaPlan``, ``CacheQuantPlan``).
         details: what the calibration was and cost, as the recipe records it under ``measured``.
         summary: one line for a terminal.
 
@@ -105,7 +106,7 @@ def measure(target: Any, runs: Runs, method: str, *, progress: Any = None, templ
     Args:
         target: as for ``cachekit.apply``; it must not have cachekit applied.
         runs: callables, each running one generation on calibration inputs (``Workload.runs``).
-        method: one of ``METHODS``.
+        method: one of ``METHODS`` (bac, ertacache, lemica, cachequant).
         progress: a tqdm-like bar (``update(n)``).
         template: lemica: the reuse mode (default: sub-block units with a Taylor forecast).
         max_skip: lemica: the longest edge, in steps.
@@ -119,7 +120,7 @@ def measure(target: Any, runs: Runs, method: str, *, progress: Any = None, templ
         >>> measure(model, [], "sgd")
         Traceback (most recent call last):
         ...
-        cachekit.errors.ConfigError: cachekit.calibration: method must be one of bac, ertacache, lemica, got 'sgd'
+        cachekit.errors.ConfigError: cachekit.calibration: method must be one of bac, ertacache, lemica, cachequant, got 'sgd'
     """
     _check_method(method)
     runs = list(runs)
@@ -127,7 +128,7 @@ def measure(target: Any, runs: Runs, method: str, *, progress: Any = None, templ
         table = lemica_edges(target, runs, template=template or ScheduleConfig(units=True, forecast="taylor"),
                              max_skip=max_skip, replay=replay, progress=progress)
         return Measured(method, table, target, tuple(runs))
-    level = "units" if method == "bac" else "stack"
+    level = "units" if method == "bac" else "stack"   # ertacache, cachequant
     return Measured(method, api.record(target, runs, level=level, progress=progress, max_features=max_features))
 
 
@@ -142,7 +143,9 @@ def plan(measured: Measured, *, fraction: float | None = None, max_error: float 
         max_error: ertacache / lemica: instead, the cheapest plan whose worst fitted (ertacache) or
             edge (lemica) error stays under this.
         options: the planner's own: bac ``updates`` (required), ``top_n``, ``metric``; ertacache
-            ``correction``, ``warmup``, ``prior``, ``ridge``; lemica ``refine`` (local-search sweeps).
+            ``correction``, ``warmup``, ``prior``, ``ridge``; lemica ``refine`` (local-search sweeps);
+            cachequant ``reference`` (a stack ``Recording`` of the full-precision model on the same
+            runs), ``forecast``, ``forecast_order``, ``correct``.
 
     Example:
         >>> from cachekit.calibration import Measured, plan
@@ -177,6 +180,14 @@ def plan(measured: Measured, *, fraction: float | None = None, max_error: float 
         return Calibration(m, p.config, p, details,
                            f"computed fraction {p.config.computed_fraction:.3f} ({len(p.computed)} of "
                            f"{p.config.num_steps} steps), fitted error mean {details['fit_error_mean']:.4f}")
+    if m == "cachequant":   # options: reference (a stack Recording of the full-precision model), forecast, correct
+        p = plan_cachequant(measured.data, fraction=fraction, **options)
+        details = {"fraction": fraction, "computed_steps": list(p.computed), "schedule": p.schedule,
+                   "ridge": None if p.ridge == float("inf") else p.ridge, "reference": "reference" in options,
+                   "validation": p.validation}
+        return Calibration(m, p.config, p, details,
+                           f"{len(p.computed)} of {p.config.num_steps} steps computed ({p.schedule} schedule), "
+                           f"correction {'none' if p.ridge == float('inf') else f'ridge {p.ridge:g}'}")
     table: EdgeTable = measured.data
     p = (plan_lemica(table, max_error=max_error) if max_error is not None
          else choose_lemica(measured.target, measured.runs, table, fraction=fraction, **options))
@@ -198,7 +209,7 @@ def calibrate(target: Any, runs: Runs, method: str, *, fraction: float | None = 
     Args:
         target: a pipeline or model, as for ``cachekit.apply`` (without cachekit applied).
         runs: callables, each one generation on calibration inputs (never the judged ones).
-        method: "bac", "ertacache" or "lemica".
+        method: "bac", "ertacache", "lemica" or "cachequant".
         fraction: the computed fraction to plan for (ERTACache, LeMiCa), as for ``plan``.
         max_error: the error bound to plan for instead of ``fraction``, as for ``plan``.
         progress: a tqdm-like bar, as for ``measure``.
@@ -253,149 +264,5 @@ def _check_request(method: str, fraction: float | None, max_error: float | None)
     _check_method(method)
     if method != "bac" and (fraction is None) == (max_error is None):
         raise ConfigError(f"cachekit.calibration: give exactly one of fraction and max_error for {method}")
-
-
-# ---- LeMiCa: the edge table and the choice among candidate plans --------------------------------
-def _error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().mean())
-
-
-def choose_lemica(target: Any, runs: Runs, table: EdgeTable, *, budget: int | None = None,
-                  fraction: float | None = None, refine: int = 0) -> LeMiCaPlan:
-    """Run every candidate plan of the budget (``planning.lemica.candidate_paths``: minimax,
-    min-sum, evenly spaced) on the calibration ``runs`` (those the table was measured on) and keep
-    the one whose final output is closest to the uncached one there; then ``refine`` sweeps of
-    ``local_search`` on the same runs (0: none). Costs one generation per candidate and run, a
-    refinement sweep at most two per computed step and run (``refine_calls`` counts model calls).
-
-    Args:
-        target: what the table was measured on.
-        runs: the table's calibration runs.
-        table: ``lemica_edges``'s result.
-        budget: the plan's number of computed steps (or give ``fraction``).
-        fraction: the plan's computed fraction (or give ``budget``).
-        refine: local-search sweeps.
-
-    Example:
-        >>> from cachekit.calibration import choose_lemica
-        >>> choose_lemica(None, [], None, fraction=0.4, refine=-1)
-        Traceback (most recent call last):
-        ...
-        ValueError: choose_lemica: refine must be an int >= 0 (sweeps), got -1
-    """
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"choose_lemica: refine must be an int >= 0 (sweeps), got {refine!r}")
-    if len(runs) != table.runs:
-        raise ValueError(f"choose_lemica: the table was measured on {table.runs} runs, got {len(runs)}")
-    calls = 0
-
-    def measure_plan(computed: Sequence[int]) -> float:
-        nonlocal calls
-        cfg = dataclasses.replace(table.template, compute_steps=tuple(computed), num_steps=table.num_steps,
-                                  model=table.fingerprint)
-        tap = ForwardTap()
-        api.apply(target, cfg, tap=tap)
-        try:
-            err = float(np.mean([_error(run(), ref) for run, ref in zip(runs, table.uncached_outputs)]))
-        finally:
-            api.remove(target)
-        calls += tap.calls
-        return err
-
-    candidates = candidate_paths(table, budget=budget, fraction=fraction)
-    names = [name for name, _ in candidates]
-    checked = {name: measure_plan(steps) for name, steps in candidates}
-    name, steps = min(candidates, key=lambda c: (checked[c[0]], names.index(c[0])))
-    if refine:
-        steps, err, _ = local_search(steps, table.num_steps, measure_plan, sweeps=refine, max_skip=table.max_skip,
-                                     start_error=checked[name])
-        if err < checked[name]:
-            name = f"{name}+refined"
-            checked[name] = err
-    best = plan_for(table, steps, name)
-    best.checked = checked
-    best.refine_calls = calls
-    return best
-
-
-def lemica_edges(target: Any, runs: Runs, *, template: ScheduleConfig | None = None, max_skip: int = 6,
-                 replay: bool = True, progress: Any = None) -> EdgeTable:
-    """Measure every edge's final-output error on ``runs`` (callables, each one generation returning
-    its output tensor, e.g. ``Workload.runs``): one uncached run each, then one run per edge and run.
-
-    Args:
-        target: as for ``cachekit.apply`` (cachekit must not be applied).
-        runs: callables, each one generation returning its output.
-        template: the reuse mode, e.g. ``ScheduleConfig(units=True, forecast="taylor")``.
-        max_skip: the longest edge (an edge of length L reuses L - 1 steps).
-        replay: share prefixes by replaying the uncached model outputs (pipelines whose scheduler
-            cachekit follows); False runs every edge from step 0.
-        progress: an object with ``update(n)`` and ``total`` (a tqdm bar), or None.
-
-    Example:
-        >>> from cachekit.calibration import lemica_edges
-        >>> lemica_edges(None, [], max_skip=1)
-        Traceback (most recent call last):
-        ...
-        ValueError: lemica_edges: max_skip must be an int >= 2 (1 reuses nothing), got 1
-    """
-    template = template or ScheduleConfig()
-    if not isinstance(template, ScheduleConfig):
-        raise TypeError(f"lemica_edges: template must be a ScheduleConfig, got {type(template).__name__}")
-    if isinstance(max_skip, bool) or not isinstance(max_skip, int) or max_skip < 2:
-        raise ValueError(f"lemica_edges: max_skip must be an int >= 2 (1 reuses nothing), got {max_skip!r}")
-    runs = list(runs)
-    if not runs:
-        raise ValueError("lemica_edges: no runs")
-    model, _ = find_model(target)
-    depth = method_for(template).history_depth
-    # 1. uncached runs: outputs, the model's outputs per call, the step of each call
-    refs, calls_of, steps_of, calls = [], [], [], 0
-    for run in runs:
-        tap = ForwardTap(record=replay)
-        api.apply(target, FixedIntervalConfig(interval=1), tap=tap)   # computes everything; tells each call's step
-        try:
-            refs.append(run())
-            s = api.stats(target)
-        finally:
-            api.remove(target)
-        calls += tap.calls
-        calls_of.append(tap.outputs)
-        steps_of.append(np.asarray(s.steps))
-        if s.num_steps is None or len(set(s.steps.tolist())) != s.num_steps:
-            raise ValueError("lemica_edges: each run must be one generation whose number of steps cachekit knows "
-                             "(a pipeline call, or cachekit.reset(module, num_steps=...) inside the run)")
-    T = int(steps_of[0].max()) + 1
-    if any(int(st.max()) + 1 != T for st in steps_of):
-        raise ValueError("lemica_edges: the runs have different numbers of steps; use one step count")
-    edges = [(i, j) for i in range(T) for j in range(i + 2, min(i + max_skip, T) + 1)]
-    if progress is not None and getattr(progress, "total", None) is None:
-        progress.total = len(edges) * len(runs)
-    W = np.full((T, T + 1), np.inf)
-    for i in range(T):
-        W[i, i + 1] = 0.0
-    full = calls
-    for i, j in edges:
-        compute = tuple(s for s in range(T) if not i < s < j)
-        cfg = dataclasses.replace(template, compute_steps=compute, num_steps=T, model="")
-        start = max(0, i - (depth - 1))     # the forecast's history: computed on the uncached trajectory
-        errs = []
-        for r, run in enumerate(runs):
-            n_replay = int(np.sum(steps_of[r] < start)) if replay else 0
-            tap = ForwardTap(replay=calls_of[r][:n_replay])
-            api.apply(target, cfg, tap=tap)
-            try:
-                out = run()
-                got = api.stats(target).steps
-            finally:
-                api.remove(target)
-            if n_replay and (len(got) == 0 or int(got[0]) != start):
-                raise RuntimeError(f"lemica_edges: replayed prefixes did not line up (first computed step "
-                                   f"{int(got[0]) if len(got) else None}, expected {start}); use replay=False")
-            calls += tap.ran
-            full += tap.calls
-            errs.append(_error(out, refs[r]))
-            if progress is not None:
-                progress.update(1)
-        W[i, j] = float(np.mean(errs))
-    return EdgeTable(W, T, max_skip, template, len(runs), calls, full, model_fingerprint(model), replay, refs)
+    if method == "cachequant" and fraction is None:
+        raise ConfigError("cachekit.calibration: cachequant plans for a fraction= (max_error is not supported)")

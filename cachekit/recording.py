@@ -40,6 +40,8 @@ class Recording:
         runs: per generation, branch -> column index -> step -> features (float32 numpy).
         leaders: per generation, the branch of its first call (the one whose decisions others copy).
         fingerprint: ``adapters.model_fingerprint`` of the recorded model.
+        channels: column index -> the channel (last dimension) of each recorded element, for
+            per-channel fits (``planning.cachequant``); empty for hand-made recordings.
         memo: values planners derive from the recording, kept to share them between plans.
 
     Example:
@@ -61,6 +63,7 @@ class Recording:
     runs: list[dict[Hashable, dict[int, dict[int, np.ndarray]]]]
     leaders: list[Hashable]
     fingerprint: str
+    channels: dict = field(default_factory=dict, repr=False, compare=False)
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -108,6 +111,7 @@ class Recorder(CacheMethod):
         self.runs: list[dict[Hashable, dict[int, dict[int, np.ndarray]]]] = []
         self.leaders: list[Hashable] = []
         self._index: dict[Any, torch.Tensor] = {}
+        self.channels: dict[Any, np.ndarray] = {}
 
     @property
     def history_depth(self) -> int:
@@ -123,6 +127,8 @@ class Recorder(CacheMethod):
         if not self.runs:
             return   # joined mid-generation (nothing recorded before step 0)
         feats = subsample(x, self._index, key, seed, self.max_features)
+        if x.dim():   # the element subset is redrawn when the shape changes: so is this
+            self.channels[key] = (self._index[key] % x.shape[-1]).cpu().numpy()
         self.runs[-1].setdefault(ctx.branch, {}).setdefault(key, {})[ctx.step] = feats
 
     def observe_unit(self, ctx: StepContext, output: Any) -> None:

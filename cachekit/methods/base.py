@@ -207,6 +207,12 @@ class CacheMethod:
         c = self.config
         return forecast_weights(getattr(c, "forecast", "none"), getattr(c, "forecast_order", 0), steps, ctx.step)
 
+    def reuse_correction(self, ctx: StepContext, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Segment path, reuse steps: (scale, shift) per channel (last dimension) of the main stream,
+        on ``like``'s device and dtype; the reused residual r (or its forecast) becomes
+        ``scale * r + shift``. None (default): no correction (CacheQuant's fitted one overrides)."""
+        return None
+
     def residual_reference(self, ctx: SegmentContext) -> torch.Tensor | None:
         """A tensor to measure the coming residual of this segment against (segment path, computed
         segments only): the runtime then computes the residual and its drift statistics in one

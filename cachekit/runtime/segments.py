@@ -110,7 +110,12 @@ class SegmentPath:
         weights = tuple(self.method.reuse_weights(ctx, tuple(st for st, _ in hist))) if hist else (1.0,)
         out = {}
         for s, r in cached.items():
-            if r is None:
+            fix = self.method.reuse_correction(ctx, r) if s == ctx.main_stream and r is not None else None
+            if fix is not None:   # scale * (the reused or forecast residual) + shift, per channel
+                parts = [h[s] for _, h in hist[:len(weights)]] if hist else [r]
+                forecast = sum(w * p for w, p in zip(weights, parts))
+                out[s] = inputs[s] + torch.addcmul(fix[1], forecast, fix[0])
+            elif r is None:
                 out[s] = None
             elif weights == (1.0,):
                 out[s] = add_residual(inputs[s], r)
