@@ -379,7 +379,7 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
     session = _install(target, recorder, layout, None, denoiser if len(names) > 1 else None)
     try:
         for run in runs:
-            run()
+            recorder.keep_output(run())
             if progress is not None:
                 progress.update(1)
     finally:
@@ -396,4 +396,4 @@ def record(target: Any, runs: Iterable[Callable[[], Any]], *, level: str = "unit
     else:
         columns, kinds, layers = ("stack",), (), ()
     return Recording(level, columns, kinds, layers, recorder.runs, recorder.leaders, model_fingerprint(session.root),
-                     recorder.channels)
+                     recorder.channels, recorder.outputs)

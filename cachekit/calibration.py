@@ -25,6 +25,7 @@ that runs the model for a plan; ``cachekit.planning`` imports neither ``api`` no
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,6 +36,7 @@ from . import api
 from .calibration_lemica import _error, choose_lemica, lemica_edges  # noqa: F401 - importable from here as before
 from .config import CacheConfig
 from .errors import ConfigError
+from .methods.cachequant import CacheQuantConfig
 from .methods.schedule import ScheduleConfig
 from .planning import plan_bac, plan_cachequant, plan_erta
 from .planning.lemica import EdgeTable, plan_lemica
@@ -129,7 +131,8 @@ def measure(target: Any, runs: Runs, method: str, *, progress: Any = None, templ
                              max_skip=max_skip, replay=replay, progress=progress)
         return Measured(method, table, target, tuple(runs))
     level = "units" if method == "bac" else "stack"   # ertacache, cachequant
-    return Measured(method, api.record(target, runs, level=level, progress=progress, max_features=max_features))
+    rec = api.record(target, runs, level=level, progress=progress, max_features=max_features)
+    return Measured(method, rec, *((target, tuple(runs)) if method == "cachequant" else ()))
 
 
 def plan(measured: Measured, *, fraction: float | None = None, max_error: float | None = None,
@@ -182,12 +185,14 @@ def plan(measured: Measured, *, fraction: float | None = None, max_error: float 
                            f"{p.config.num_steps} steps), fitted error mean {details['fit_error_mean']:.4f}")
     if m == "cachequant":   # options: reference (a stack Recording of the full-precision model), forecast, correct
         p = plan_cachequant(measured.data, fraction=fraction, **options)
+        config, checked = choose_cachequant(measured, p.config, options.get("reference"))
         details = {"fraction": fraction, "computed_steps": list(p.computed), "schedule": p.schedule,
                    "ridge": None if p.ridge == float("inf") else p.ridge, "reference": "reference" in options,
-                   "validation": p.validation}
-        return Calibration(m, p.config, p, details,
+                   "validation": p.validation, "checked_final_error": checked,
+                   "chosen": "units" if config.units else "stack + correction" if config.correction else "stack"}
+        return Calibration(m, config, p, details,
                            f"{len(p.computed)} of {p.config.num_steps} steps computed ({p.schedule} schedule), "
-                           f"correction {'none' if p.ridge == float('inf') else f'ridge {p.ridge:g}'}")
+                           f"{details['chosen']}; correction fitted: {'none' if p.ridge == float('inf') else f'ridge {p.ridge:g}'}")
     table: EdgeTable = measured.data
     p = (plan_lemica(table, max_error=max_error) if max_error is not None
          else choose_lemica(measured.target, measured.runs, table, fraction=fraction, **options))
@@ -252,6 +257,32 @@ def save(cal: Calibration, path: str | Path, *, model_class: str, source: str = 
 
     block = {"calibration": {**cal.details, **measured.pop("calibration", {})}, **measured}
     return save_recipe(cal.config, path, models=(model_class,), measured=block, source=source, notes=NOTES[cal.method])
+
+
+def choose_cachequant(measured: Measured, config: CacheQuantConfig,
+                      reference: Recording | None) -> tuple[CacheQuantConfig, dict[str, float]]:
+    """The best of the plan's variants on the calibration runs' final outputs, against the reference
+    recording's outputs (else the recorded model's own): the stack with the correction, without it,
+    and sub-block units with a Taylor forecast on the same schedule. A correction fitted on the
+    uncached trajectory can lose once reuse steers the generation off it (digits DiT, 28 steps:
+    -0.45 dB, eval/bench_quant.py); this keeps it only when it wins where it runs."""
+    truth = (reference if reference is not None else measured.data).outputs
+    runs = measured.runs
+    if measured.target is None or not runs or len(truth) != len(runs) or any(t is None for t in truth):
+        return config, {}
+    variants = {"stack": dataclasses.replace(config, correction=()),
+                "units": dataclasses.replace(config, correction=(), units=True, forecast="taylor", forecast_order=1)}
+    if config.correction:
+        variants["stack + correction"] = config
+    checked = {}
+    for name, cfg in variants.items():
+        api.apply(measured.target, cfg)
+        try:
+            checked[name] = float(np.mean([_error(run(), t) for run, t in zip(runs, truth)]))
+        finally:
+            api.remove(measured.target)
+    best = min(checked, key=lambda k: checked[k])
+    return variants[best], checked
 
 
 def _check_method(method: str) -> None:

@@ -42,6 +42,7 @@ class Recording:
         fingerprint: ``adapters.model_fingerprint`` of the recorded model.
         channels: column index -> the channel (last dimension) of each recorded element, for
             per-channel fits (``planning.cachequant``); empty for hand-made recordings.
+        outputs: what each run returned, when a tensor (on the CPU; else None).
         memo: values planners derive from the recording, kept to share them between plans.
 
     Example:
@@ -64,6 +65,7 @@ class Recording:
     leaders: list[Hashable]
     fingerprint: str
     channels: dict = field(default_factory=dict, repr=False, compare=False)
+    outputs: list = field(default_factory=list, repr=False, compare=False)
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -112,6 +114,11 @@ class Recorder(CacheMethod):
         self.leaders: list[Hashable] = []
         self._index: dict[Any, torch.Tensor] = {}
         self.channels: dict[Any, np.ndarray] = {}
+        self.outputs: list[torch.Tensor | None] = []
+
+    def keep_output(self, out: Any) -> None:
+        """A run's result, kept when a tensor: what a plan's own runs are judged against (cachequant)."""
+        self.outputs.append(out.detach().cpu() if isinstance(out, torch.Tensor) else None)
 
     @property
     def history_depth(self) -> int:

@@ -109,7 +109,8 @@ def test_config_checks_and_recipe_round_trip(tmp_path):
     for bad, msg in (({"compute_steps": (1, 2)}, "include step 0"),
                      ({"correction": ((0, (1.0,), (0.0,)),)}, "not a reuse step"),
                      ({"correction": ((1, (1.0,), (0.0, 1.0)),)}, "one scale and shift per channel"),
-                     ({"correction": ((1, (1.0,), (0.0,)), (2, (1.0, 1.0), (0.0, 0.0)))}, "channels")):
+                     ({"correction": ((1, (1.0,), (0.0,)), (2, (1.0, 1.0), (0.0, 0.0)))}, "channels"),
+                     ({"correction": ((1, (1.0,), (0.0,)),), "units": True}, "needs units=False")):
         with pytest.raises(ConfigError, match=msg) as e:
             CacheQuantConfig(**{"compute_steps": (0, 3), "num_steps": 4, **bad})
         assert "\n" not in str(e.value)
@@ -185,6 +186,12 @@ def test_calibrated_on_a_quantized_model_against_its_full_precision_recording(fl
     cal = cachekit.calibrate(pipe, runs, "cachequant", fraction=0.4, reference=reference)
     assert cal.method == "cachequant" and len(cal.config.compute_steps) == round(0.4 * STEPS)
     assert set(cal.details["validation"]) == {"schedule_l1_heldout", "correction_mse_heldout", "folds"}
+    # the variant kept is the one with the least final-output error on the calibration runs, against
+    # the full-precision outputs the reference recording kept
+    checked = cal.details["checked_final_error"]
+    assert len(reference.outputs) == 3 and {"stack", "units"} <= set(checked)
+    assert checked[cal.details["chosen"]] == min(checked.values())
+    assert cal.config.units == (cal.details["chosen"] == "units")
     cachekit.apply(pipe, cal.config)
     try:
         out = _gen(pipe, 9)

@@ -29,6 +29,8 @@ class CacheQuantConfig(CacheConfig):
             correction is per step).
         correction: per reuse step, (step, scales, shifts): one scale and shift per channel of the
             main stream; empty = plain reuse (or the forecast) on reuse steps.
+        units: cache sub-block units on the same schedule instead of the stack's residual (the
+            correction is fitted on the stack's residual, so it must then be empty).
         model: fingerprint of the calibrated model (empty to skip the check).
 
     Example:
@@ -42,6 +44,7 @@ class CacheQuantConfig(CacheConfig):
     compute_steps: tuple = spec((0,), help="steps computed in full")
     num_steps: int = spec(1, lo=1, help="steps the plan was made for")
     correction: tuple = spec((), help="(step, scales, shifts) per reuse step")
+    units: bool = spec(False, help="cache sub-block units (then without a correction)")
     model: str = spec("", help="model fingerprint")
 
     def check(self) -> None:
@@ -70,6 +73,8 @@ class CacheQuantConfig(CacheConfig):
                 raise ConfigError(f"CacheQuantConfig.correction: step {entry[0]} has {len(entry[1])} channels, others {width}")
             width = len(entry[1])
             entries.append((int(entry[0]), tuple(float(x) for x in entry[1]), tuple(float(x) for x in entry[2])))
+        if entries and self.units:
+            raise ConfigError("CacheQuantConfig.correction is fitted on the stack's residual: it needs units=False")
         object.__setattr__(self, "compute_steps", steps)
         object.__setattr__(self, "correction", tuple(sorted(entries)))
 
@@ -80,7 +85,8 @@ class CacheQuantConfig(CacheConfig):
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "settings": {
             "compute_steps": list(self.compute_steps), "num_steps": self.num_steps,
-            "correction": {s: [list(a), list(b)] for s, a, b in self.correction}, "model": self.model,
+            "correction": {s: [list(a), list(b)] for s, a, b in self.correction}, "units": self.units,
+            "model": self.model,
             **self.forecast_settings()}}
 
 
@@ -88,6 +94,7 @@ class CacheQuantConfig(CacheConfig):
 class CacheQuant(CacheMethod):
     def __init__(self, config: CacheQuantConfig) -> None:
         super().__init__(config)
+        self.granularity = "unit" if config.units else "block"
         self.num_steps = config.num_steps
         self._computed = frozenset(config.compute_steps)
         self._correction = {s: (torch.tensor(a), torch.tensor(b)) for s, a, b in config.correction}
