@@ -66,7 +66,16 @@ class CachePart:
 
 @dataclass(frozen=True)
 class CacheEstimate:
-    """The breakdown ``estimate_cache_bytes`` returns; ``str()`` is a readable table."""
+    """The breakdown ``estimate_cache_bytes`` returns; ``str()`` is a readable table.
+
+    Example:
+        >>> import cachekit
+        >>> e = cachekit.estimate_cache_bytes("flux.1-dev", cachekit.FixedIntervalConfig(), tokens=4096)
+        >>> print(str(e).splitlines()[0])
+        cachekit cache estimate: flux.1-dev, FixedIntervalConfig()
+        >>> e.total == e.device == sum(p.bytes for p in e.parts)
+        True
+    """
 
     model: str
     method: str
@@ -155,6 +164,15 @@ def estimate_cache_bytes(target: Any, config: CacheConfig | str | Path | None = 
         dtype: the streams' dtype (default: the model's parameters', bf16 for configs and names).
         width: hidden size, when it cannot be read off the model.
         history: as for ``apply``: where the older forecast entries are kept, in which precision.
+
+    Example:
+        >>> import cachekit
+        >>> config = cachekit.FixedIntervalConfig(units=True, forecast="taylor")
+        >>> e = cachekit.estimate_cache_bytes("wan2.1-14b", config, tokens=75_600)   # 720p x 81 frames
+        >>> round(e.total / 1e9), e.slots, e.depth, e.branches      # GB; 40 blocks x 3 units; Taylor 1; CFG
+        (372, 120, 2, 2)
+        >>> round(cachekit.estimate_cache_bytes("wan2.1-14b", config, tokens=75_600, history="int8").total / 1e9)
+        279
     """
     shape = describe(target, width, dtype)
     config = _config(config, shape.class_name)

@@ -49,6 +49,14 @@ class HistoryStorage:
 
     ``HistoryStorage()`` is today's behaviour exactly; plain reuse (depth 1) never has an older
     entry, so it is unaffected (bit-exact) whatever this says.
+
+    Example:
+        >>> import torch, cachekit
+        >>> s = cachekit.HistoryStorage.parse("host+int8")    # as apply(..., history="host+int8")
+        >>> s.where, s.dtype
+        ('host', torch.int8)
+        >>> s.stored_bytes(torch.zeros(2, 16, 64))          # 2,048 one-byte values + 64 fp32 scales
+        2304
     """
 
     where: str = "device"
