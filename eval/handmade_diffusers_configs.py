@@ -227,7 +227,7 @@ CONFIGS: dict[str, tuple[str, Callable]] = {
 
 
 #: entries whose timestep argument has a name of its own: written only once both the zoo harness
-#: (tests/diffusers_zoo.py TIMESTEP_KEYS, which moves the timestep from call to call) and discovery
+#: (tests/helpers/diffusers_zoo.py TIMESTEP_KEYS, which moves the timestep from call to call) and discovery
 #: (cachekit/adapters/observation.py, which finds it by name to start a generation again) know the name.
 #: Otherwise every call of the zoo has the same time, so the registered layout sees one step (nothing
 #: reused), and discovery sees no timestep, so the second generation continues the first.
@@ -235,7 +235,7 @@ TIMESTEP_ARGS = {"RFD4ProteinaTransformer": "bb_ca_time", "T5FilmDecoder": "deco
 
 
 def _timestep_names() -> tuple[set, set]:
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "helpers")]
     try:
         import diffusers_zoo
         from cachekit.adapters import observation
@@ -248,7 +248,7 @@ def _unsupported_timesteps() -> dict[str, str]:
     zoo, found = _timestep_names()
     out = {}
     for name, arg in TIMESTEP_ARGS.items():
-        missing = [w for w, names in (("tests/diffusers_zoo.py TIMESTEP_KEYS", zoo),
+        missing = [w for w, names in (("tests/helpers/diffusers_zoo.py TIMESTEP_KEYS", zoo),
                                       ("cachekit/adapters/observation.py TIMESTEP_NAMES", found)) if arg not in names]
         if missing:
             out[name] = (f"config ready ({CONFIGS[name][1].__name__}), not written: its timestep argument "
@@ -272,7 +272,7 @@ def entries(seed: int = 0) -> dict[str, dict]:
 
 
 def main() -> None:
-    data = torch.load(DATA, weights_only=False)   # our own file (tests/diffusers_zoo.py)
+    data = torch.load(DATA, weights_only=False)   # our own file (tests/helpers/diffusers_zoo.py)
     kept = {k: v for k, v in data["entries"].items() if v.get("source") != SOURCE}
     new = entries()
     clash = sorted(set(new) & set(kept))

@@ -1,4 +1,4 @@
-"""BlockDriftConfig: the pure rule, the range split, and plans worked out by hand on tests/toy.py.
+"""BlockDriftConfig: the pure rule, the range split, and plans worked out by hand on tests/helpers/toy.py.
 
 Toy block i adds (i + 1) t, so the probe (block 0) residual is t and its drift between the step with
 timestep t and the reference step with t_ref is |t - t_ref| / t_ref.

@@ -1,5 +1,5 @@
 """Pipelines with several denoisers: Wan 2.2's ``transformer`` (high-noise steps) and
-``transformer_2`` (low-noise steps) on a tiny offline WanPipeline (tests/tiny_pipelines.py:
+``transformer_2`` (low-noise steps) on a tiny offline WanPipeline (tests/helpers/tiny_pipelines.py:
 8 steps split 4 + 4 by ``boundary_ratio``, separate cond / uncond forwards)."""
 
 import pytest

@@ -1,5 +1,5 @@
 """Every diffusers 0.42.1 transformer class with a test configuration, on that configuration
-(tests/diffusers_zoo.py; harvested by eval/harvest_diffusers_tests.py) and with every one-layer
+(tests/helpers/diffusers_zoo.py; harvested by eval/harvest_diffusers_tests.py) and with every one-layer
 list made two layers: through its registered layout, and through discovery alone (a subclass no
 layout is registered for, as a class released after this table would be).
 

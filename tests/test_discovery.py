@@ -1,6 +1,6 @@
 """Discovery and the guards that keep caching honest on models no layout describes.
 
-Hand-checkable models (tests/toy.py style) and tiny pipelines whose transformer class nobody
+Hand-checkable models (tests/helpers/toy.py style) and tiny pipelines whose transformer class nobody
 registered (a subclass: the exact-class registry does not match it).
 """
 

@@ -1,4 +1,4 @@
-"""ERTACache: the pure fits and plans, then calibrate -> recipe -> apply on tests/toy.py."""
+"""ERTACache: the pure fits and plans, then calibrate -> recipe -> apply on tests/helpers/toy.py."""
 
 import numpy as np
 import pytest

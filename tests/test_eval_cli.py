@@ -190,8 +190,8 @@ def test_two_process_accelerate_run_matches_single_process(tmp_path):
     import sys
     from pathlib import Path
 
-    tests = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    helpers = Path(__file__).resolve().parent / "helpers"
+    env = {**os.environ, "PYTHONPATH": f"{helpers}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     args = ["eval", "--model", "cli_models:tiny_dit", *FI, "--labels", "1,2,3", "--seeds", "0,1", "--batch-size", "2",
             "--repeats", "1", "--quiet"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

@@ -1,4 +1,4 @@
-"""All nine diffusers families, end to end on tiny random-weight pipelines (tests/tiny_pipelines.py).
+"""All nine diffusers families, end to end on tiny random-weight pipelines (tests/helpers/tiny_pipelines.py).
 
 Random weights are fine here: these tests check plumbing (exactness, reversibility, isolation,
 where residuals are taken and put back), never quality.

@@ -35,9 +35,10 @@ def triton_out(tmp_path_factory):
         pytest.skip("triton is not installed (pip install 'cachekit[triton]')")
     path = tmp_path_factory.mktemp("kernels") / "triton.pt"
     root = Path(__file__).resolve().parents[1]
+    script = root / "tests" / "helpers" / "kernel_cases.py"
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("kernel_cases.py")), str(path)],
+    proc = subprocess.run([sys.executable, str(script), str(path)],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(path)

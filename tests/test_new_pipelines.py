@@ -1,4 +1,4 @@
-"""cachekit end to end through the newest diffusers pipelines (tiny offline builds: tests/tiny_new_pipelines.py).
+"""cachekit end to end through the newest diffusers pipelines (tiny offline builds: tests/helpers/tiny_new_pipelines.py).
 
 Per pipeline: a no-op config is bit-exact; a reuse config and the one-line default really cache
 (fewer block evaluations, another output) and number the steps 0..N-1 with the pipeline's forwards

@@ -1,5 +1,5 @@
 """The works-with setups (docs/compatibility.md) on the newest pipelines: Flux2 and Wan 2.2
-image-to-video (two experts), tiny offline builds (tests/tiny_new_pipelines.py). Offload (model CPU
+image-to-video (two experts), tiny offline builds (tests/helpers/tiny_new_pipelines.py). Offload (model CPU
 offload, group offload) in either order, a LoRA adapter loaded and fused, and ``compile=True``: each
 gives the cached run's output with caching really active, and ``remove`` the uncached one."""
 

@@ -1,4 +1,4 @@
-"""Multi-process inference: two gloo processes on CPU (tests/cp_worker.py), tiny Flux and Wan.
+"""Multi-process inference: two gloo processes on CPU (tests/helpers/cp_worker.py), tiny Flux and Wan.
 
 Under diffusers' context parallelism (Ulysses, degree 2) every decision is taken from global
 statistics, one packed SUM all-reduce per read on the model's own group: both ranks take the

@@ -1,4 +1,4 @@
-"""The hook runtime on models whose outputs are known by hand (tests/toy.py)."""
+"""The hook runtime on models whose outputs are known by hand (tests/helpers/toy.py)."""
 
 import contextlib
 

@@ -5,7 +5,7 @@ ZImage, HunyuanVideo 1.5, LTX-2 (video + audio), Wan 2.2 image-to-video (two exp
 Chroma. Transformer configs follow diffusers' own tests (tests/pipelines/<family>); every
 text encoder / tokenizer is ``None`` and random ``prompt_embeds`` (+ masks, negatives) are passed.
 Every component is in eval mode, and parameters that are initialised to all zeros get small random
-values (as tests/diffusers_zoo.build does) so that no block is an identity and reuse is visible.
+values (as tests/helpers/diffusers_zoo.build does) so that no block is an identity and reuse is visible.
 Calls return latents (``output_type="latent"``).
 
 API::

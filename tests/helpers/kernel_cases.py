@@ -1,6 +1,6 @@
 """Inputs for the kernel tests, and (run as a script) the Triton side of them.
 
-``python tests/kernel_cases.py OUT.pt`` must run with ``TRITON_INTERPRET=1`` set before triton is
+``python tests/helpers/kernel_cases.py OUT.pt`` must run with ``TRITON_INTERPRET=1`` set before triton is
 imported (``triton.jit`` chooses the interpreter at decoration time), hence a subprocess: it runs
 every case through the public API with ``backend="triton"`` and saves the outputs. The test process
 rebuilds the same inputs from the seeds here and checks them against the references.

@@ -15,7 +15,7 @@ import re
 
 import torch
 
-DATA = pathlib.Path(__file__).parent / "data" / "diffusers_configs.pt"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "diffusers_configs.pt"
 _cache: dict = {}
 
 TIMESTEP_KEYS = ("timestep", "timesteps", "t", "vision_timesteps", "bb_ca_time", "decoder_noise_time")
