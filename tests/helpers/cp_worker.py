@@ -1,4 +1,4 @@
-"""Worker processes for tests/test_parallel.py: tiny Flux and Wan under diffusers' context
+"""Worker processes for tests/families/test_parallel.py: tiny Flux and Wan under diffusers' context
 parallelism (Ulysses, degree 2, gloo on CPU), cachekit applied before or after
 ``enable_parallelism``. Each rank writes its plans, counters and outputs to ``rank{r}.pt``."""
 

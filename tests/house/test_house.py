@@ -4,7 +4,7 @@ where other libraries' private names may be used."""
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "cachekit"
+PACKAGE = Path(__file__).resolve().parents[2] / "cachekit"
 
 #: other libraries' private attributes cachekit reads or writes: diffusers' hook registry and
 #: context-parallel config, accelerate's offload hook, torch.compile's compiled call

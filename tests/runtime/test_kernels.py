@@ -34,7 +34,7 @@ def triton_out(tmp_path_factory):
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed (pip install 'cachekit[triton]')")
     path = tmp_path_factory.mktemp("kernels") / "triton.pt"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     script = root / "tests" / "helpers" / "kernel_cases.py"
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}

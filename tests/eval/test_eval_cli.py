@@ -190,7 +190,7 @@ def test_two_process_accelerate_run_matches_single_process(tmp_path):
     import sys
     from pathlib import Path
 
-    helpers = Path(__file__).resolve().parent / "helpers"
+    helpers = Path(__file__).resolve().parents[1] / "helpers"
     env = {**os.environ, "PYTHONPATH": f"{helpers}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     args = ["eval", "--model", "cli_models:tiny_dit", *FI, "--labels", "1,2,3", "--seeds", "0,1", "--batch-size", "2",
             "--repeats", "1", "--quiet"]

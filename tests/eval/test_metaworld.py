@@ -17,7 +17,7 @@ from cachekit import FixedIntervalConfig  # noqa: E402
 from cachekit.evaluation.tasks import metaworld as mw  # noqa: E402
 from cachekit.reference.policy import DiffusionPolicy, PolicyConfig, load_policy  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "eval"))
 import bench_metaworld  # noqa: E402
 import report_policy_metaworld  # noqa: E402
 
