@@ -2,6 +2,9 @@
 
 Block i adds (i + 1) * t to its input, so a stack of n blocks adds t * n(n+1)/2: a reused step's
 output is the current input plus that sum at the last computed step's t.
+
+torch only: tests/unit/ uses these (tests/house/test_unit_rule.py checks that nothing it imports
+reaches diffusers); PolicyWrapper, which holds a diffusers scheduler, is in policy_wrapper.py.
 """
 
 import torch
@@ -79,25 +82,3 @@ def denoise(model, steps: int = 10, batch: int = 2, seed: int = 0):
     for t in range(steps - 1, -1, -1):
         x = x - 0.1 * model(x, torch.tensor(t), cond)
     return x
-
-
-class PolicyWrapper(nn.Module):
-    """Like Diffusion Policy's wrapper: holds the denoiser as ``.model`` and a diffusers scheduler;
-    its own forward is never called during sampling."""
-
-    def __init__(self):
-        super().__init__()
-        from diffusers import DDPMScheduler
-
-        self.model = ToyPolicy()
-        self.scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
-
-    @torch.no_grad()
-    def predict(self, steps: int = 10, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(2, 4, 2, generator=g)
-        cond = torch.randn(2, 2, 3, generator=g)
-        self.scheduler.set_timesteps(steps)
-        for t in self.scheduler.timesteps:
-            x = self.scheduler.step(self.model(x, t, cond), t, x, generator=g).prev_sample
-        return x

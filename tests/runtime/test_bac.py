@@ -117,7 +117,7 @@ def test_calibrate_recipe_apply_round_trip(tmp_path):
 
 
 def test_policy_wrapper_is_found_and_its_scheduler_starts_generations():
-    from toy import PolicyWrapper
+    from policy_wrapper import PolicyWrapper
     torch.manual_seed(0)
     w = PolicyWrapper().eval()
     ref = w.predict(seed=3)
