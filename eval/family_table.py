@@ -22,7 +22,7 @@ registered layout, but two that are not denoisers: DreamLite's `DreamLiteTransfo
 spatial transformer inside its UNet, which is what a step calls) and MiniMax-Music3's RVQ depth
 decoder (autoregressive, no timestep). 58 classes are tested on diffusers' own test configuration
 (`tests/models/transformers`), 15 on a hand-made tiny one (`eval/handmade_diffusers_configs.py`: the
-14 with no test configuration there, and Cosmos 2, whose test configuration needs torchvision): `tests/test_diffusers_zoo.py` runs each on that
+14 with no test configuration there, and Cosmos 2, whose test configuration needs torchvision): `tests/families/test_diffusers_zoo.py` runs each on that
 configuration and with every one-layer list made two layers, through the registered layout and again through
 discovery alone (a subclass nobody registered): interval 1 bit-exact, interval 2 reuses and changes
 the output, `remove` exact, a second generation identical, the default (units + Taylor) reuses.

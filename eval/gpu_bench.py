@@ -10,7 +10,7 @@ seconds is one row saying so:
 1. ``kernels_check.csv``: every kernel (reuse with 1 / 3 / 4 terms and in place, drift_stats,
    residual_with_stats with and without a reference) against its eager reference on the fp32 upcast
    of the same inputs, fp32 / bf16 / fp16, odd shapes (ragged tails, one masked block), with the
-   per-dtype tolerances of ``tests/test_kernels.py``.
+   per-dtype tolerances of ``tests/runtime/test_kernels.py``.
 2. ``kernels_bw.csv``: fused vs eager (``kernels/bench_kernels.py``'s cases) at Wan-1.3B and Flux
    stream sizes, bf16: ms, GB/s (bytes each op must move / time), share of ``--peak-gbs`` (H200
    HBM3e: 4800) and of the device-to-device copy bandwidth measured here.
@@ -66,7 +66,7 @@ HISTORY_COLUMNS = ["model", "tokens", "steps", "config", "history", "gen_ms", "v
 
 
 def tolerances():
-    """(rtol, atol) for tensors and rtol for the fp32 stats, per dtype: tests/test_kernels.py's."""
+    """(rtol, atol) for tensors and rtol for the fp32 stats, per dtype: tests/runtime/test_kernels.py's."""
     import torch
 
     return {torch.float32: ((1e-6, 1e-5), 1e-6), torch.float16: ((2 ** -10, 1e-3), 2 ** -10),

@@ -1,6 +1,6 @@
 """Hand-written tiny configurations for the diffusers 0.42.1 transformer classes that have none in
 diffusers' own tests, added to ``tests/data/diffusers_configs.pt`` (which
-``eval/harvest_diffusers_tests.py`` writes from those tests) so that ``tests/test_diffusers_zoo.py``
+``eval/harvest_diffusers_tests.py`` writes from those tests) so that ``tests/families/test_diffusers_zoo.py``
 runs them like the harvested ones.
 
     python eval/handmade_diffusers_configs.py

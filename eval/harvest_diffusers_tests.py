@@ -4,7 +4,7 @@ diffusers' ``tests/models/transformers/test_models_*.py`` hold, per transformer 
 ``init_dict`` and dummy inputs (``get_init_dict`` / ``get_dummy_inputs``, or the older
 ``prepare_init_args_and_inputs_for_common``). This script imports those test modules from a
 diffusers checkout, calls them, and writes every distinct (class, config) with its inputs to
-``tests/data/diffusers_configs.pt``, which ``tests/test_diffusers_zoo.py`` runs offline (the
+``tests/data/diffusers_configs.pt``, which ``tests/families/test_diffusers_zoo.py`` runs offline (the
 diffusers wheel ships no tests). Nothing here runs a model.
 
     python eval/harvest_diffusers_tests.py --diffusers-repo /path/to/diffusers [--out tests/data/diffusers_configs.pt]
