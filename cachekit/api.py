@@ -65,7 +65,7 @@ def _resolve_config(config: CacheConfig | str | Path | None, model_class: str, q
 
 
 def _install(target: Any, method: CacheMethod | Callable[[Any], CacheMethod], layout: ModelLayout | None,
-             compile_opts: dict | None, component: str | None = None, **session_options: Any) -> Session:
+             compile_opts: dict | None, component: str | None = None, **session_options: Any) -> Session | Deferred:
     """What ``apply`` and ``record`` share: check, resolve, bind the method, hook. ``method`` may be
     a factory of the model class name (so a recipe is only looked up once the model is known).
     ``component``: one denoiser of a pipeline that has several (``Denoisers``); its session is
@@ -132,7 +132,7 @@ def _method_factory(config: Any, quality: str | None) -> Callable[[str], CacheMe
 
 
 def _install_any(target: Any, config: Any, quality: str | None, layout: ModelLayout | None,
-                 compile_opts: dict | None, component: str | None = None, **options: Any) -> Session:
+                 compile_opts: dict | None, component: str | None = None, **options: Any) -> Session | Deferred:
     """An explicit config as given; the default (no config, or a quality preset) fitted to memory."""
     if config is not None and quality is None:
         return _install(target, _method_factory(config, quality), layout, compile_opts, component, **options)
@@ -141,7 +141,7 @@ def _install_any(target: Any, config: Any, quality: str | None, layout: ModelLay
 
     found = [layout]   # a layout discovery finds at the first call serves the cheaper configs too
 
-    def install(i: int, note: str | None) -> Session:
+    def install(i: int, note: str | None) -> Session | Deferred:
         def finish(session: Session) -> Session:
             if i + 1 < len(chain):
                 session.refit = lambda old: refit(i, old)
@@ -163,7 +163,7 @@ def _install_any(target: Any, config: Any, quality: str | None, layout: ModelLay
             return session
         return finish(session)
 
-    def refit(i: int, old: Session) -> Session:
+    def refit(i: int, old: Session) -> Session | Deferred:
         needed, over = old.budget.refused
         old.uninstall()
         note = (f"{chain[i + 1][0]} (the default, {chain[0][0]}, would cache about {_human(needed)}, over {over}; "
@@ -171,7 +171,7 @@ def _install_any(target: Any, config: Any, quality: str | None, layout: ModelLay
                 f"{chain[1][0]} (the default, {chain[0][0]}, would cache about {_human(needed)}, over {over})")
         return install(i + 1, note)   # the session warns once, with the one that ran
 
-    def rebest(old: Session) -> Session:
+    def rebest(old: Session) -> Session | Deferred:
         old.uninstall()
         return install(0, None)
 

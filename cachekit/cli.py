@@ -333,7 +333,9 @@ def _split_grids(argv: list[str]) -> tuple[list[str], list[tuple[str, dict[str, 
     """For sweep: pull ``--method NAME --KEY SPEC ...`` groups out of argv."""
     known = {"--model", "--prompts", "--labels", "--seeds", "--steps", "--batch-size", "--repeats", "--out", "--quiet",
              "-h", "--help"}
-    rest, grids, i = [], [], 0
+    rest: list[str] = []
+    grids: list = []
+    i = 0
     while i < len(argv):
         tok = argv[i]
         key = tok.split("=", 1)[0]

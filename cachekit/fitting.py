@@ -41,7 +41,7 @@ def fallback_chain(config: CacheConfig, history: HistoryStorage | None = None) -
     if forecasts and history.where != "host":
         out.append((config, host))
     if getattr(config, "units", False):
-        stack = dataclasses.replace(config, units=False)
+        stack = dataclasses.replace(config, units=False)  # type: ignore[call-arg]  # checked: it has units
         out.append((stack, history))
         if forecasts and history.where != "host":
             out.append((stack, host))

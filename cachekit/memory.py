@@ -23,7 +23,7 @@ without the weights. What is counted, per CFG branch (the runtime keeps one cach
 
 ``total`` is what the cache holds once its history is full (the most it holds); ``at_end`` is what
 ``cachekit.stats(...).cached_bytes`` reports after a generation whose last step was computed (every
-method's default). Checked against real runs of every method on Flux and Wan (``tests/test_estimate.py``).
+method's default). Checked against real runs of every method on Flux and Wan (``tests/runtime/test_estimate.py``).
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def cheaper_options(target: Any, config: CacheConfig, **kwargs: Any) -> list[tup
             lower = config.forecast_order - 1
             variants.append((f"forecast_order={lower}", dataclasses.replace(config, forecast_order=lower), hist))
     if base.granularity == "unit" and any(f.name == "units" for f in dataclasses.fields(config)):
-        variants.append(("stack-level (units=False)", dataclasses.replace(config, units=False), hist))
+        variants.append(("stack-level (units=False)", dataclasses.replace(config, units=False), hist))  # type: ignore[call-arg]
     if base.depth > 1:
         variants += [("history='host'", config, "host"), ("history='bf16'", config, "bf16"),
                      ("history='int8'", config, "int8")]

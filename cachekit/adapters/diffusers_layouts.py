@@ -7,7 +7,7 @@ block ``forward`` sources, and corrected where discovery cannot see the reason (
 another stream (text or noise refiners: Lumina2, Z-Image, Krea2, MiniMax-H3, HunyuanVideo 1.5), or
 double-stream blocks whose two streams are concatenated before the single-stream ones (AuraFlow,
 Chroma, Flux2, Bria-Fibo, HiDream); unit-level methods (the default) cache every list.
-``tests/test_diffusers_zoo.py`` runs every entry.
+``tests/families/test_diffusers_zoo.py`` runs every entry.
 """
 
 from __future__ import annotations

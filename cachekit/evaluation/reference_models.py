@@ -18,7 +18,7 @@ def digits_workload(steps: int | None = None) -> Workload:
     pipe = load_digits_pipeline()
     pipe.set_progress_bar_config(disable=True)
     n_steps = steps or pipe.default_num_inference_steps
-    clf = []
+    clf: list = []
 
     def generate(labels: Sequence, seed: int) -> torch.Tensor:
         with torch.no_grad():

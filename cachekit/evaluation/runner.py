@@ -144,7 +144,7 @@ def _max_rss_mb() -> float | None:
 
 
 def _per_step(ref: PassResult, got: PassResult) -> list[dict]:
-    out = []
+    out: list[dict] = []
     if ref.latents and len(ref.latents) == len(got.latents):
         steps = got.steps if got.steps is not None else range(len(ref.latents))
         for a, b, step in zip(got.latents, ref.latents, steps):
@@ -180,7 +180,7 @@ def quality(kind: str, cached: torch.Tensor, ref: torch.Tensor) -> dict:
     else:
         out = {"psnr": psnr(cached, ref), "ssim": ssim(cached, ref)}
     out["psnr_mean"] = mean_finite(out["psnr"])
-    out["ssim_mean"] = float(np.mean(out["ssim"]))
+    out["ssim_mean"] = float(np.mean(list(out["ssim"])))  # type: ignore[call-overload]  # list[float]
     out.update(_lpips(kind, cached, ref))
     return out
 

@@ -30,8 +30,8 @@ def expand(spec: str, kind: str) -> list:
     cast = int if kind == "int" else float
     try:
         if spec.count(":") == 2:
-            lo, hi, n = spec.split(":")
-            n = int(n)
+            lo, hi, count = spec.split(":")
+            n = int(count)
             if n < 1:
                 raise ValueError
             vals = np.linspace(float(lo), float(hi), n).tolist()

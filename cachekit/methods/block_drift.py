@@ -23,6 +23,7 @@ from one pass over the probe's output and input (``residual_reference``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -150,7 +151,7 @@ class BlockDrift(CacheMethod):
         c = self.config
         return ctx.step < c.warmup or (ctx.num_steps is not None and ctx.step >= ctx.num_steps - c.final_steps)
 
-    def decide(self, ctx: SegmentContext) -> bool:
+    def decide(self, ctx: SegmentContext) -> bool:  # type: ignore[override]  # block path: always a SegmentContext
         st, seg = ctx.state, ctx.index
         if seg == 0:
             st["skip_all"] = False
@@ -179,7 +180,7 @@ class BlockDrift(CacheMethod):
             st["drift"] = {}
             if pending is not None and pending[0] == ctx.step:
                 _, ks, stats = pending
-                vals = ctx.read(stats)  # the one host sync of the step (global under context parallelism)
+                vals: list[Any] = ctx.read(stats)  # (d, s) pairs: the one host sync of the step (global under context parallelism)
                 st["drift"] = {k: relative_drift(d, s) for k, (d, s) in zip(ks, vals)}
             st["drift_step"] = ctx.step
         return st["drift"]

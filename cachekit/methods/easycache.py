@@ -94,7 +94,7 @@ class EasyCache(CacheMethod):
         return (ScratchTensors("EasyCache: last computed stack input and output", 2),
                 ScratchTensors("EasyCache: newest stack input", 1, held_at_end=False))
 
-    def decide(self, ctx: SegmentContext) -> bool:
+    def decide(self, ctx: SegmentContext) -> bool:  # type: ignore[override]  # block path: always a SegmentContext
         st, x = ctx.state, ctx.inputs[ctx.main_stream]
         prev = st.get("prev_x")
         st["prev_x"] = x

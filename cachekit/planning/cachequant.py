@@ -187,7 +187,7 @@ def plan_cachequant(recording: Recording, *, fraction: float, reference: Recordi
         return tuple(acs_schedule(-cost, K, force_last=True))
 
     even = evenly_spaced(T, K)
-    held = {"dps": [], "even": []}
+    held: dict[str, list[float]] = {"dps": [], "even": []}
     for f in folds:
         train, test = np.flatnonzero(groups != f), np.flatnonzero(groups == f)
         cost = reuse_costs([quant[i] for i in test], [truth[i] for i in test])

@@ -167,11 +167,11 @@ class DigitsDiTPipeline(DiTPipeline):
         """
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale
-        class_labels = torch.as_tensor(class_labels, device=self._execution_device).reshape(-1).long()
-        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) >= self.null_class_label):
-            raise ValueError(f"class_labels must lie in [0, {self.null_class_label - 1}], got {class_labels.tolist()}")
+        labels = torch.as_tensor(class_labels, device=self._execution_device).reshape(-1).long()
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.null_class_label):
+            raise ValueError(f"class_labels must lie in [0, {self.null_class_label - 1}], got {labels.tolist()}")
 
-        batch_size = len(class_labels)
+        batch_size = len(labels)
         latent_size = self.transformer.config.sample_size
         latent_channels = self.transformer.config.in_channels
 
@@ -184,7 +184,7 @@ class DigitsDiTPipeline(DiTPipeline):
         latent_model_input = torch.cat([latents] * 2) if guidance_scale > 1 else latents
 
         class_null = torch.full((batch_size,), self.null_class_label, device=self._execution_device, dtype=torch.long)
-        class_labels_input = torch.cat([class_labels, class_null], 0) if guidance_scale > 1 else class_labels
+        class_labels_input = torch.cat([labels, class_null], 0) if guidance_scale > 1 else labels
 
         self.scheduler.set_timesteps(num_inference_steps)
         for t in self.progress_bar(self.scheduler.timesteps):

@@ -329,7 +329,7 @@ def load_digits_flux2_pipeline(
     state = load_checked_state(weights_file, cfg, cfg_file, ReferenceWeightsError, _LABEL, verify_checksum)
     transformer = build_transformer(cfg["transformer"])
     class_embedder = build_class_embedder(cfg.get("class_embedder"))
-    parts = {"transformer": {}, "class_embedder": {}}
+    parts: dict[str, dict[str, Any]] = {"transformer": {}, "class_embedder": {}}
     for key, value in state.items():
         head, _, rest = key.partition(".")
         if head not in parts:

@@ -104,7 +104,7 @@ class HistoryStorage:
     def demote(self, payload: Any) -> "DemotedEntry":
         return DemotedEntry(_map_tensors(payload, self._demote_tensor))
 
-    def _demote_tensor(self, t: torch.Tensor) -> tuple:
+    def _demote_tensor(self, t: torch.Tensor) -> "_Stored":
         origin = (t.device, t.dtype)
         scale = None
         if self.lowers(t):

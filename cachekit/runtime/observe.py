@@ -58,6 +58,7 @@ def observe(model: nn.Module, run: Callable[[], Any]) -> Observation:
     try:
         wrapped: set[int] = set()
         for path, lst in lists.items():
+            block: Any
             for j, block in enumerate(lst):
                 if isinstance(block, (nn.ModuleList, nn.ModuleDict)):
                     continue   # a list of lists: the inner lists are candidates themselves

@@ -67,9 +67,9 @@ class Session:
         self.span = span
         # The default's fitting (api._fit): called with this session when a generation's cache would
         # not fit; uninstalls it, installs the next cheaper configuration and returns that session.
-        self.refit: Callable[["Session"], "Session"] | None = None
+        self.refit: Callable[["Session"], Any] | None = None   # -> Session, or Deferred (layout found at the first call)
         self.fit_note: str | None = None        # what the fitting chose and why (stats().chosen)
-        self.rebest: Callable[["Session"], "Session"] | None = None   # back to the best, at a new generation
+        self.rebest: Callable[["Session"], Any] | None = None   # back to the best, at a new generation
         self.replaced_by: Session | None = None
         depth = method.history_depth   # cached steps kept per segment/unit (forecasting)
         self.reader = StatsReader()    # decisions' host reads; global under context parallelism

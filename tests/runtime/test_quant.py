@@ -16,7 +16,7 @@ blocks over quantized Linears, and the memory estimate (the cache holds activati
 dtype, never the int8 weights).
 
 Each backend is ``pytest.importorskip``-ed where it is used, so its cases skip cleanly without it.
-One thread (as tests/test_reference_digits_flux2.py): the models are tiny, and more threads on a busy
+One thread (as tests/reference/test_reference_digits_flux2.py): the models are tiny, and more threads on a busy
 CPU make OpenMP spin.
 """
 
