@@ -16,7 +16,7 @@ import torch
 
 from ..config import CacheConfig, ConfigError, register_method, spec
 from .base import CacheMethod, StepContext
-from .schedule import schedule_compute
+from .schedule import checked_steps, schedule_compute
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,7 @@ class CacheQuantConfig(CacheConfig):
     model: str = spec("", help="model fingerprint")
 
     def check(self) -> None:
-        steps = self.compute_steps
-        if not isinstance(steps, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
-            raise ConfigError(f"CacheQuantConfig.compute_steps must be a list of step indices, got {steps!r}")
-        steps = tuple(sorted(set(steps)))
-        if not steps or steps[0] != 0 or steps[-1] >= self.num_steps:
-            raise ConfigError(f"CacheQuantConfig.compute_steps must include step 0 and lie in 0..{self.num_steps - 1}, "
-                              f"got {list(steps)}")
+        steps = checked_steps("CacheQuantConfig", self.compute_steps, self.num_steps)
         entries, width = [], None
         raw = self.correction.items() if isinstance(self.correction, dict) else self.correction
         for entry in raw:

@@ -60,6 +60,17 @@ def schedule_compute(step: int, computed: frozenset) -> bool:
     return step in computed
 
 
+def checked_steps(owner: str, steps: Any, num_steps: int) -> tuple[int, ...]:
+    """A config's computed steps, sorted and unique; ConfigError unless they include step 0 and lie
+    in 0..num_steps-1 (ScheduleConfig, CacheQuantConfig)."""
+    if not isinstance(steps, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+        raise ConfigError(f"{owner}.compute_steps must be a list of step indices, got {steps!r}")
+    steps = tuple(sorted(set(steps)))
+    if not steps or steps[0] != 0 or steps[-1] >= num_steps:
+        raise ConfigError(f"{owner}.compute_steps must include step 0 and lie in 0..{num_steps - 1}, got {list(steps)}")
+    return steps
+
+
 # ---- config and method ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ScheduleConfig(CacheConfig):
@@ -87,13 +98,7 @@ class ScheduleConfig(CacheConfig):
     model: str = spec("", help="model fingerprint")
 
     def check(self) -> None:
-        steps = self.compute_steps
-        if not isinstance(steps, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
-            raise ConfigError(f"ScheduleConfig.compute_steps must be a list of step indices, got {steps!r}")
-        steps = tuple(sorted(set(steps)))
-        if not steps or steps[0] != 0 or steps[-1] >= self.num_steps:
-            raise ConfigError(f"ScheduleConfig.compute_steps must include step 0 and lie in 0..{self.num_steps - 1}, "
-                              f"got {list(steps)}")
+        steps = checked_steps("ScheduleConfig", self.compute_steps, self.num_steps)
         object.__setattr__(self, "compute_steps", steps)
 
     @property
