@@ -14,7 +14,17 @@ __all__ = ["CachekitError", "ConfigError", "RecipeError", "UnsupportedModelError
 
 
 class CachekitError(Exception):
-    """Base of every cachekit error."""
+    """Base of every cachekit error; each also derives from the built-in a user may already catch
+    (ValueError, TypeError or RuntimeError).
+
+    Example:
+        >>> import torch, cachekit
+        >>> try:
+        ...     cachekit.remove(torch.nn.Linear(2, 2))     # nothing applied
+        ... except cachekit.CachekitError as e:
+        ...     print(type(e).__name__, isinstance(e, RuntimeError))
+        NotAppliedError True
+    """
 
 
 class ConfigError(CachekitError, ValueError):

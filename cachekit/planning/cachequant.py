@@ -54,6 +54,15 @@ class CacheQuantPlan:
         ridge: the correction's ridge (inf: no correction).
         validation: held-out mean L1 of the DP and the even schedule, and held-out mean squared
             error on reuse steps without and with the correction, per leave-one-run-out fold.
+
+    Example:
+        >>> import numpy as np
+        >>> from cachekit.recording import Recording
+        >>> steps = {t: np.full(16, float(t)) for t in range(6)}   # residuals growing by 1 a step
+        >>> rec = Recording("stack", ("stack",), (), (), [{0: {0: steps}}] * 2, [0, 0], "", channels={0: np.arange(16) % 4})
+        >>> p = plan_cachequant(rec, fraction=0.5, forecast="none")
+        >>> p.computed, p.schedule, p.config.computed_fraction   # a tie with even steps keeps them
+        ((0, 2, 5), 'even', 0.5)
     """
 
     config: CacheQuantConfig

@@ -9,6 +9,7 @@ import pytest
 RUNNABLE = ["cachekit.api", "cachekit.recipe", "cachekit.methods.fixed_interval", "cachekit.methods.easycache",
             "cachekit.methods.block_drift", "cachekit.methods.schedule", "cachekit.calibration", "cachekit.runtime.observe",
             "cachekit.memory", "cachekit.runtime.history", "cachekit.methods.cachequant", "cachekit.planning.cachequant",
+            "cachekit.errors",
             "cachekit.config", "cachekit.methods.bac", "cachekit.methods.ertacache", "cachekit.adapters.base",
             "cachekit.adapters.registry", "cachekit.adapters.discover", "cachekit.runtime.stats", "cachekit.recording",
             "cachekit.planning.bac", "cachekit.planning.ertacache", "cachekit.planning.lemica"]
