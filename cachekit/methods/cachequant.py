@@ -36,8 +36,9 @@ class CacheQuantConfig(CacheConfig):
     Example:
         >>> import cachekit
         >>> c = cachekit.CacheQuantConfig(compute_steps=(0, 2, 3), num_steps=4, correction=((1, (1.0, 0.9), (0.0, 0.1)),))
-        >>> c.computed_fraction, c.correction[0][1]
-        (0.75, (1.0, 0.9))
+        >>> step, scales, shifts = c.correction[0]      # one entry per reuse step
+        >>> c.computed_fraction, step, scales
+        (0.75, 1, (1.0, 0.9))
     """
 
     method = "cachequant"
