@@ -90,7 +90,9 @@ class CacheQuant(CacheMethod):
     def __init__(self, config: CacheQuantConfig) -> None:
         super().__init__(config)
         self.granularity = "unit" if config.units else "block"
-        self.num_steps = config.num_steps
+        # a plan computing every step (CacheQuantConfig() among them) is a no-op for any length
+        self._all = len(config.compute_steps) == config.num_steps
+        self.num_steps = None if self._all else config.num_steps
         self._computed = frozenset(config.compute_steps)
         self._correction = {s: (torch.tensor(a), torch.tensor(b)) for s, a, b in config.correction}
         self._on: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}   # per (step, device, dtype)
@@ -103,12 +105,12 @@ class CacheQuant(CacheMethod):
                               f"{model_fingerprint(model)}; calibrate it anew (cachekit.calibrate(..., 'cachequant'))")
 
     def check_num_steps(self, num_steps: int | None) -> None:
-        if num_steps is not None and num_steps != self.num_steps:
+        if num_steps is not None and self.num_steps is not None and num_steps != self.num_steps:
             raise ConfigError(f"CacheQuant plan was calibrated for {self.num_steps} steps; this generation has "
                               f"{num_steps}: calibrate for {num_steps} steps")
 
     def decide(self, ctx: StepContext) -> bool:
-        return schedule_compute(ctx.step, self._computed)
+        return self._all or schedule_compute(ctx.step, self._computed)
 
     def reuse_correction(self, ctx: StepContext, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         entry = self._correction.get(ctx.step)
