@@ -26,6 +26,7 @@ that runs the model for a plan; ``cachekit.planning`` imports neither ``api`` no
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -269,6 +270,9 @@ def choose_cachequant(measured: Measured, config: CacheQuantConfig,
     truth = (reference if reference is not None else measured.data).outputs
     runs = measured.runs
     if measured.target is None or not runs or len(truth) != len(runs) or any(t is None for t in truth):
+        warnings.warn("cachekit.calibrate: cachequant's variants were not compared on final outputs (the runs "
+                      "return no tensors to compare; return e.g. pipe(..., output_type='pt').images): the "
+                      "fitted plan is kept unchecked", stacklevel=3)
         return config, {}
     variants = {"stack": dataclasses.replace(config, correction=()),
                 "units": dataclasses.replace(config, correction=(), units=True, forecast="taylor", forecast_order=1)}

@@ -41,7 +41,7 @@ from .config import CacheConfig, ConfigError, method_for
 from .methods.base import MemoryNeeds
 from .recipe import load_recipe, recipe_for_model
 from .runtime.guards import _human
-from .runtime.history import HistoryStorage, is_scaled
+from .runtime.history import HistoryStorage, is_scaled, scale_bytes
 
 __all__ = ["BlockList", "ModelShape", "CachePart", "CacheEstimate", "estimate_cache_bytes", "model_shape",
            "shape_from_config", "cheaper_options", "PUBLISHED_CONFIGS"]
@@ -195,12 +195,10 @@ def estimate_cache_bytes(target: Any, config: CacheConfig | str | Path | None = 
     # int8 / fp8 storage adds one fp32 scale per channel (the last dimension) to each stored tensor;
     # a "main+text" unit output is counted as the tuple of both streams joint attention returns (a
     # joint sequence in one tensor, CogVideoX's, holds one width of scales less: 4 x width bytes)
-    scales = is_scaled(storage.dtype) and low < elem
-
     def size(stream: int | tuple[str, float], nbytes: int = elem) -> int:
         extra = 0
-        if nbytes < elem and scales:
-            extra = 4 * int(shape.width * (stream[1] if isinstance(stream, tuple) else 1))
+        if nbytes < elem and is_scaled(storage.dtype):
+            extra = scale_bytes((int(shape.width * (stream[1] if isinstance(stream, tuple) else 1)),))
             extra *= 2 if isinstance(stream, tuple) and stream[0] == "main+text" else 1
         if isinstance(stream, tuple):   # a unit's output: (tokens, width multiple)
             n = {"main": tokens, "text": text, "main+text": tokens + text}[stream[0]]

@@ -133,8 +133,9 @@ class Recorder(CacheMethod):
             self.leaders.append(ctx.branch)
         if not self.runs:
             return   # joined mid-generation (nothing recorded before step 0)
+        drawn = self._index.get(key)
         feats = subsample(x, self._index, key, seed, self.max_features)
-        if x.dim():   # the element subset is redrawn when the shape changes: so is this
+        if x.dim() and self._index[key] is not drawn:   # a new element subset (first step, new shape)
             self.channels[key] = (self._index[key] % x.shape[-1]).cpu().numpy()
         self.runs[-1].setdefault(ctx.branch, {}).setdefault(key, {})[ctx.step] = feats
 

@@ -80,12 +80,14 @@ def evenly_spaced(num_steps: int, computes: int) -> tuple[int, ...]:
 def reuse_costs(quant: list[np.ndarray], ref: list[np.ndarray]) -> np.ndarray:
     """cost[a, t]: mean |X_q(a) - X_ref(t)| averaged over the given runs: the error of reusing the
     (quantized) residual computed at step a for step t; the diagonal is the quantization error."""
-    total = None
+    import torch
+
+    # torch.cdist, as bac.similarity_matrix: a (T, T, D) broadcast would hold 328 MB per run at
+    # T=50, D=16384 (the stack's default recording)
+    total = np.zeros((quant[0].shape[0], ref[0].shape[0]))
     for q, r in zip(quant, ref):
-        q64, r64 = np.asarray(q, np.float64), np.asarray(r, np.float64)
-        c = np.abs(q64[:, None, :] - r64[None, :, :]).mean(-1)
-        total = c if total is None else total + c
-    assert total is not None
+        q64, r64 = torch.from_numpy(np.asarray(q, np.float64)), torch.from_numpy(np.asarray(r, np.float64))
+        total += (torch.cdist(q64, r64, p=1.0) / max(q64.shape[1], 1)).numpy()
     return total / len(quant)
 
 
@@ -208,12 +210,14 @@ def plan_cachequant(recording: Recording, *, fraction: float, reference: Recordi
     channels = int(channel.max()) + 1 if channel is not None else 0
     ridge, correction, scores = float("inf"), (), {}
     if correct:
+        split = []   # (train, test) reuse pairs per fold: the same for every ridge
+        for f in folds:
+            train, test = np.flatnonzero(groups != f), np.flatnonzero(groups == f)
+            split.append(tuple(_pairs([quant[i] for i in idx], [truth[i] for i in idx], computed, forecast,
+                                      forecast_order) for idx in (train, test)))
         for lam in ridges:
             errs = []
-            for f in folds:
-                train, test = np.flatnonzero(groups != f), np.flatnonzero(groups == f)
-                p_train = _pairs([quant[i] for i in train], [truth[i] for i in train], computed, forecast, forecast_order)
-                p_test = _pairs([quant[i] for i in test], [truth[i] for i in test], computed, forecast, forecast_order)
+            for p_train, p_test in split:
                 fits = {t: fit_channels(x, y, channel, channels, lam) for t, (x, y) in p_train.items()}
                 errs.append(_corrected_error(p_test, fits, channel))
             scores[lam] = float(np.mean(errs))

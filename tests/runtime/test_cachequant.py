@@ -200,3 +200,11 @@ def test_calibrated_on_a_quantized_model_against_its_full_precision_recording(fl
         cachekit.remove(pipe)
     assert torch.isfinite(out).all() and not torch.equal(out, quantized)
     assert torch.equal(_gen(pipe, 9), quantized)   # remove is exact
+
+
+def test_runs_without_tensors_to_compare_say_the_variants_went_unchecked(flux):
+    runs = [lambda s=s: _gen(flux, s).tolist() for s in (1, 2)]   # results, but no tensors
+    with pytest.warns(UserWarning, match="variants were not compared on final outputs") as seen:
+        cal = cachekit.calibrate(flux, runs, "cachequant", fraction=0.5)
+    assert len([w for w in seen if "variants were not compared" in str(w.message)]) == 1
+    assert cal.details["checked_final_error"] == {} and "\n" not in str(seen[0].message)
